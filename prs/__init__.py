@@ -1,0 +1,3 @@
+"""Reproducible companion to Progressive Reparameterization Scheduling (Lee et al., 2022)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from prs.cli import main
+
+sys.exit(main())
