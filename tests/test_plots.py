@@ -1,0 +1,232 @@
+"""prs.plots: every figure draws under Agg on small fake data, with the expected artists."""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from timm.models.vision_transformer import VisionTransformer  # noqa: E402
+
+from prs import plots  # noqa: E402
+from prs.errors import UserError  # noqa: E402
+from prs.fourier import fourier_curves  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_show_and_close(monkeypatch):
+    def refuse_show(*args, **kwargs):
+        raise AssertionError("plot functions must not call plt.show()")
+
+    monkeypatch.setattr(plt, "show", refuse_show)
+    yield
+    plt.close("all")
+
+
+def render(fig):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def fake_curves(kinds, downsample=None):
+    n = len(kinds)
+    freqs = [list(np.linspace(0, 0.875, 8)) for _ in kinds]
+    delta_f = [list(-0.5 * (i + 1) * np.asarray(f)) for i, f in enumerate(freqs)]
+    return {
+        "names": [f"block{i}" for i in range(n)],
+        "kinds": list(kinds),
+        "downsample": downsample if downsample is not None else [k in ("downsample", "embed") for k in kinds],
+        "depth": [i / (n - 1) for i in range(n)],
+        "freqs": freqs,
+        "delta_f": delta_f,
+        "high_freq": [d[-1] for d in delta_f],
+        "sizes": [[16, 16]] * n,
+    }
+
+
+def legend_labels(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+# ---------------------------------------------------------------- Fourier figures
+
+
+def test_relative_log_amplitude_one_curve_per_block_coloured_by_depth():
+    curves = fake_curves(["conv", "conv", "downsample", "conv", "downsample"])
+    ax = plots.plot_relative_log_amplitude(curves, title="tiny")
+    lines = ax.get_lines()
+    assert len(lines) == 5
+    cmap = plt.get_cmap(plots.DEPTH_CMAP)
+    assert to_rgba(lines[0].get_color()) == pytest.approx(cmap(0.0))
+    assert to_rgba(lines[-1].get_color()) == pytest.approx(cmap(1.0))
+    np.testing.assert_allclose(lines[2].get_ydata(), curves["delta_f"][2])
+    assert ax.get_title() == "tiny" and "π" in ax.get_xlabel()
+    assert len(ax.figure.axes) == 2  # the plot and its colorbar
+    render(ax.figure)
+
+
+def test_relative_log_amplitude_draws_into_given_axes():
+    fig, axes = plt.subplots(1, 2)
+    ax = plots.plot_relative_log_amplitude(fake_curves(["embed", "attention", "attention"]), ax=axes[1])
+    assert ax is axes[1] and len(axes[1].get_lines()) == 3 and not axes[0].get_lines()
+
+
+def test_high_freq_vs_depth_lines_shading_and_markers():
+    resnet = fake_curves(["conv", "conv", "downsample", "downsample", "downsample"])
+    vit = fake_curves(["embed", "attention", "attention", "mixed"])
+    ax = plots.plot_high_freq_vs_depth({"ResNet": resnet, "ViT": vit})
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[1].get_ydata(), vit["high_freq"])
+    np.testing.assert_allclose(lines[0].get_xdata(), resnet["depth"])
+    shaded = [p for p in ax.patches]
+    assert len(shaded) == 3  # two attention blocks and one mixed block
+    markers = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert len(markers) == 3 + 1  # ResNet's three downsampling blocks, ViT's patch embedding
+    assert legend_labels(ax) == ["ResNet", "ViT", "attention block", "downsampling"]
+    render(ax.figure)
+
+
+def test_high_freq_vs_depth_without_attention_or_downsampling_has_no_extra_legend():
+    ax = plots.plot_high_freq_vs_depth({"cnn": fake_curves(["conv", "conv", "conv"])})
+    assert legend_labels(ax) == ["cnn"] and not ax.patches
+
+
+def test_fourier_plots_accept_real_curves():
+    model = VisionTransformer(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=10)
+    curves = fourier_curves(model, torch.randn(2, 3, 32, 32))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    plots.plot_relative_log_amplitude(curves, ax=axes[0])
+    plots.plot_high_freq_vs_depth({"ViT": curves}, ax=axes[1])
+    assert len(axes[0].get_lines()) == 3 and len(axes[1].get_lines()) == 1
+    render(fig)
+
+
+def test_fourier_plots_reject_incomplete_curves():
+    with pytest.raises(UserError, match="delta_f"):
+        plots.plot_relative_log_amplitude({"freqs": [], "depth": []})
+    with pytest.raises(UserError, match="empty"):
+        plots.plot_high_freq_vs_depth({})
+
+
+# ---------------------------------------------------------------- training figures
+
+
+def test_accuracy_vs_ratio_mean_and_sample_std_over_seeds():
+    table = [
+        {"model": "resnet", "ratio": r, "seed": s, "top1": top1}
+        for r, tops in [(0.1, [40.0, 42.0, 44.0]), (1.0, [70.0, 71.0, 72.0])]
+        for s, top1 in enumerate(tops)
+    ]
+    table += [{"model": "vit", "ratio": r, "seed": 0, "top1": top1} for r, top1 in [(0.1, 30.0), (1.0, 65.0)]]
+    ax = plots.plot_accuracy_vs_ratio(table)
+    assert legend_labels(ax) == ["resnet", "vit"]
+    assert ax.get_xscale() == "log"
+    resnet, vit = ax.containers
+    data_line, _, (bars,) = resnet.lines
+    np.testing.assert_allclose(np.asarray(data_line.get_ydata(), dtype=float), [42.0, 71.0])
+    bottom_top = [(seg[0][1], seg[1][1]) for seg in bars.get_segments()]
+    np.testing.assert_allclose(bottom_top, [(40.0, 44.0), (70.0, 72.0)])  # sample std: 2 and 1
+    vit_bars = vit.lines[2][0].get_segments()
+    assert all(seg[0][1] == seg[1][1] for seg in vit_bars)  # one seed: no error bar
+    render(ax.figure)
+
+
+def test_accuracy_vs_ratio_rejects_rows_without_keys():
+    with pytest.raises(UserError, match="top1"):
+        plots.plot_accuracy_vs_ratio([{"model": "resnet", "ratio": 0.1}])
+
+
+def test_switch_schedule_never_drawn_at_end_of_training():
+    schedule = {"layer3.0.conv1": 40, "layer3.0.conv2": 30, "layer4.0.conv1": None}
+    ax = plots.plot_switch_schedule(schedule, epochs=100, label="PRS")
+    plots.plot_switch_schedule({k: 50 for k in schedule}, epochs=100, ax=ax, label="single switch")
+    lines = ax.get_lines()
+    assert len(lines) == 3  # two schedules and one end-of-training line
+    np.testing.assert_allclose(lines[0].get_ydata(), [40, 30, 100])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(schedule)
+    never = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(never, [[2, 100]])
+    assert legend_labels(ax)[:2] == ["PRS", "end of training (× = never switches)"]
+    assert "single switch" in legend_labels(ax)
+    render(ax.figure)
+
+
+def test_accuracy_vs_epoch_with_switch_events():
+    histories = {
+        "conv 10 ep": [{"epoch": e, "test_top1": 10.0 + e} for e in range(5)],
+        "conv 2 ep": [{"epoch": 0, "test_top1": None}] + [{"epoch": e, "test_top1": 5.0 + e} for e in range(1, 5)],
+    }
+    ax = plots.plot_accuracy_vs_epoch(histories, switch_events={"conv 2 ep": [2, 3]})
+    lines = ax.get_lines()
+    assert len(lines) == 2 + 2  # two runs, two switch markers
+    np.testing.assert_allclose(lines[1].get_xdata(), [1, 2, 3, 4])  # the unevaluated epoch is skipped
+    assert lines[2].get_color() == lines[1].get_color()
+    assert legend_labels(ax) == list(histories)
+    ax2 = plots.plot_accuracy_vs_epoch(histories, switch_events=[1])
+    assert len(ax2.get_lines()) == 3
+    with pytest.raises(UserError, match="switch_events"):
+        plots.plot_accuracy_vs_epoch(histories, switch_events={"other": [1]})
+
+
+def test_gate_diagnostics_three_series():
+    diags = [
+        {"name": "layer3.0.conv1", "gate": 0.9, "attention_distance": 1.2, "positional_fraction": 0.8},
+        {"name": "layer3.0.conv2", "gate": 0.5, "attention_distance": 2.5, "positional_fraction": None},
+    ]
+    ax = plots.plot_gate_diagnostics(diags)
+    twin = [a for a in ax.figure.axes if a is not ax][0]
+    assert len(ax.get_lines()) == 2 and len(twin.get_lines()) == 1
+    assert np.isnan(ax.get_lines()[1].get_ydata()[1])
+    np.testing.assert_allclose(twin.get_lines()[0].get_ydata(), [1.2, 2.5])
+    assert legend_labels(ax) == ["gate σ(λ)", "positional fraction", "attention distance"]
+    render(ax.figure)
+    with pytest.raises(UserError, match="gate"):
+        plots.plot_gate_diagnostics([{"name": "x"}])
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def test_provenance_caption():
+    text = plots.provenance_caption("smoke", "synthetic", [0, 1], "abc1234", smoke=True)
+    for part in ("smoke", "synthetic", "0, 1", "abc1234", "pipeline check — not evidence about the paper"):
+        assert part in text
+    real = plots.provenance_caption("full", "cifar100", 3, "abc1234", smoke=False)
+    assert "seeds: 3" in real and "not evidence" not in real
+
+
+@pytest.mark.parametrize("layout", [None, "constrained", "tight"])
+def test_add_provenance_writes_text_below_the_axes(layout):
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout=layout)
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("x label")
+    text = plots.provenance_caption("smoke", "synthetic", [0], "abc1234", smoke=True)
+    assert plots.add_provenance(fig, text) is fig
+    assert [t.get_text() for t in fig.texts] == [text]
+    assert fig.texts[0].get_fontsize() < 10
+    render(fig)  # draws, so layout engines have run
+    renderer = fig.canvas.get_renderer()
+    caption_top = fig.texts[0].get_window_extent(renderer).y1
+    axes_bottom = ax.get_tightbbox(renderer).y0  # includes tick labels and the x label
+    assert caption_top <= axes_bottom + 1
+
+
+def test_gate_diagnostics_accepts_layer_diagnostics_rows():
+    import prs.models
+    from prs.reparam import layer_diagnostics, switch_to_attention, switchable_layers
+
+    model = prs.models.create("hybrid_tiny", num_classes=10)
+    switch_to_attention(model, switchable_layers(model)[:2])
+    rows = layer_diagnostics(model, inputs=torch.randn(1, 3, 32, 32))
+    ax = plots.plot_gate_diagnostics(rows)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [r["name"] for r in rows]
+    gates = ax.get_lines()[0].get_ydata()
+    assert np.isfinite(gates[:2]).all() and np.isnan(gates[2:]).all()  # unswitched layers: gaps
+    render(ax.figure)
