@@ -24,7 +24,13 @@ def cifar_resnet(block, layers, channels=(64, 128, 256, 512), num_classes=100, d
         raise UserError("model.switchable_stages: only hybrid models have switchable stages; set it to null")
     model = ResNet(block, layers, channels=channels, num_classes=num_classes, drop_path_rate=drop_path)
     stem = model.conv1.out_channels
+    if block is BasicBlock and channels[0] != stem:
+        # timm's plain stem is always 64 wide; for narrow nets make it as wide as stage 1.
+        stem = channels[0]
+        first = model.layer1[0]
+        model.layer1[0] = BasicBlock(stem, stem, drop_path=first.drop_path)
     model.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
+    model.bn1 = nn.BatchNorm2d(stem)
     model.maxpool = nn.Identity()
     model.prs_family = "resnet"
     if hybrid:
