@@ -1,0 +1,216 @@
+"""`prs bench`: the project's engine against the loop a user would write, measured.
+
+Both sides train the same registered model with the same batch size on the same device:
+
+  usual   torchvision CIFAR100 + DataLoader (workers = cores, PIL crop/flip/normalise) +
+          plain AdamW + autocast (bf16 on CUDA) - the standard PyTorch recipe;
+  engine  prs.data.DeviceLoader (uint8 data on the device, batched crop/flip there) + fused
+          AdamW + bf16 autocast + channels_last for convolutional models (+ torch.compile on
+          request), through prs.train.train_epoch, the step every run uses.
+
+They alternate (usual, engine, usual, engine, ...) so drifting clocks or a busy machine hit
+both alike; each round times `steps` steps after `warmup` untimed ones, and the medians are
+reported. On CUDA the model FLOPs per image (forward + backward, counted by
+torch.utils.flop_counter) give the model-FLOPs utilisation against the device's dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from prs import data, models, reparam
+from prs.config import AugmentConfig, DataConfig, TrainConfig
+from prs.errors import UserError
+from prs.train import autocast_dtype, build_lr_scheduler, build_optimizer, device_name, git_commit, pick_device, \
+    train_epoch, versions
+
+# Dense bf16 tensor-core peaks (vendor figures, FLOP/s) for the model-FLOPs utilisation.
+PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def flops_per_image(model, device, batch: int = 8) -> float:
+    """Forward + backward FLOPs per 32x32 image, counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
+
+
+def _cycle(loader, epoch_start: int = 0):
+    """Batches forever, across epochs."""
+    for epoch in itertools.count(epoch_start):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        yield from loader
+
+
+class _Take:
+    """The next n batches of an endless iterator, as a loader for train_epoch."""
+
+    def __init__(self, it, n):
+        self.it, self.n = it, n
+
+    def __iter__(self):
+        return itertools.islice(self.it, self.n)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_model(name: str, device, switched: bool, channels_last: bool):
+    model = models.create(name).to(device)
+    if switched:
+        reparam.switch_to_attention(model, reparam.switchable_layers(model))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def usual_loop(model_name, dataset, root, batch_size, device, switched):
+    """The loop a user would write: returns step() -> images in that step."""
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+
+    train_ds, _ = data.load_datasets(dataset, root)
+    train_ds.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)])
+    loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=os.cpu_count(),
+                        pin_memory=device.type == "cuda", persistent_workers=True)
+    model = make_model(model_name, device, switched, channels_last=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    batches = _cycle(loader)
+
+    def run(steps):
+        model.train()
+        for x, y in itertools.islice(batches, steps):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model, run
+
+
+def engine_loop(model_name, dataset, root, batch_size, device, switched, compile_model):
+    """The project's engine, stepped through prs.train.train_epoch."""
+    conv = models.family(models.create(model_name)) in ("resnet", "hybrid")
+    t = TrainConfig(epochs=1000, batch_size=batch_size, lr=1e-3, weight_decay=0.05, channels_last=conv,
+                    compile=compile_model)
+    dcfg = DataConfig(dataset=dataset, root=root, loader="device", augment=AugmentConfig(crop_padding=4, flip=True))
+    train_loader, _, _ = data.build_loaders(dcfg, batch_size, 1000, device, seed=0, channels_last=conv)
+    model = make_model(model_name, device, switched, channels_last=conv)
+    opt = build_optimizer(model, t)
+    sched = build_lr_scheduler(opt, t, len(train_loader))
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    amp = autocast_dtype("auto", device)
+    net = torch.compile(model) if compile_model else model
+    batches = _cycle(train_loader)
+    step = [0]
+
+    def run(steps):
+        _, step[0] = train_epoch(net, _Take(batches, steps), opt, sched, scaler, torch.nn.CrossEntropyLoss(), None,
+                                 t, amp, device, step[0])
+    return model, run
+
+
+def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, batch_size: int = 256,
+          steps: int = 50, warmup: int = 10, rounds: int = 3, device: str = "auto", switched: bool = False,
+          compile_model: bool = False, output: str | Path | None = "benchmarks/results.json") -> dict:
+    """Time both loops, alternating; append the record to `output` (JSON list); return it."""
+    if model_name not in models.names():
+        raise UserError(f"--model: unknown model '{model_name}'; choose one of {', '.join(models.names())}")
+    for name, value in {"--steps": steps, "--rounds": rounds, "--batch-size": batch_size}.items():
+        if value <= 0:
+            raise UserError(f"{name}: must be > 0, got {value}")
+    if warmup < 0:
+        raise UserError(f"--warmup: must be >= 0, got {warmup}")
+    if switched and not reparam.switchable_layers(models.create(model_name)):
+        raise UserError(f"--switched: model '{model_name}' has no switchable layers; use a hybrid_* model")
+    dev = pick_device(device)
+    data.check_dataset_name(dataset)
+    sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
+             "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(rounds):
+        for name, (_, run) in sides.items():
+            run(warmup)
+            _sync(dev)
+            tick = time.perf_counter()
+            run(steps)
+            _sync(dev)
+            rates[name].append(steps * batch_size / (time.perf_counter() - tick))
+    usual, engine = statistics.median(rates["usual"]), statistics.median(rates["engine"])
+    flops = flops_per_image(sides["usual"][0], dev)
+    peak = peak_flops(dev)
+    record = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": device_name(dev), "commit": git_commit(),
+        "versions": versions(), "model": model_name, "switched": switched, "dataset": dataset,
+        "batch_size": batch_size, "steps": steps, "warmup": warmup, "rounds": rounds, "compile": compile_model,
+        "usual_img_s": usual, "engine_img_s": engine, "speedup": engine / usual, "rates": rates,
+        "train_flops_per_image": flops,
+        "engine_mfu": engine * flops / peak if peak else None, "usual_mfu": usual * flops / peak if peak else None,
+    }
+    if output:
+        append_record(Path(output), record)
+    return record
+
+
+def append_record(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = json.loads(path.read_text()) if path.exists() else []
+    records.append(record)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, path)
+
+
+def format_record(r: dict) -> str:
+    mfu = f"  MFU engine {100 * r['engine_mfu']:.1f}% / usual {100 * r['usual_mfu']:.1f}%" if r["engine_mfu"] else ""
+    switched = " (all switched)" if r["switched"] else ""
+    return (f"{r['model']}{switched} batch {r['batch_size']} on {r['device']}: usual {r['usual_img_s']:.0f} img/s, "
+            f"engine {r['engine_img_s']:.0f} img/s, x{r['speedup']:.2f}{mfu}")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="engine vs the usual PyTorch loop, images/s (appends to benchmarks/)")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--dataset", default="synthetic", help="cifar100 or synthetic (default)")
+    p.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--switched", action="store_true", help="hybrids: switch every layer to attention first")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    p.add_argument("--output", default="benchmarks/results.json", help="JSON list to append to ('' for none)")
+
+    def run(args) -> int:
+        record = bench(args.model, args.dataset, args.root, args.batch_size, args.steps, args.warmup, args.rounds,
+                       args.device, args.switched, args.compile, args.output or None)
+        print(format_record(record))
+        return 0
+    p.set_defaults(func=run)
