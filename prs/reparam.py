@@ -8,7 +8,7 @@ The attention form (Cordonnier et al. 2020; d'Ascoli et al. 2021), with one head
 kernel tap h and offset Delta_h:
 
     out_n = sum_h [ (1 - g_h) * softmax_m(q_n . k_m / sqrt(d)) + g_h * P_h[n, m] ] v_h[m]  + bias
-    v_h   = W[:, :, Delta_h] x                     (full-width values: the conv's own weight)
+    v_h   = W[:, :, Delta_h] x_m                   (full-width values: the conv's own weight)
     P_h   = softmax over keys of -alpha_h |delta_nm - Delta_h|^2  (ConViT's (dx, dy, dx^2+dy^2) encoding)
     g_h   = sigmoid(lambda_h)
 
@@ -121,14 +121,16 @@ class ReparamConv2d(nn.Module):
         b, c, h, w = x.shape
         heads, n = self.num_heads, h * w
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C_in)
-        # Values: head h's value map is the conv's kernel slice at tap h, C_in -> C_out.
-        w_v = self.weight.flatten(2).permute(1, 2, 0).reshape(c, heads * self.out_channels)
-        v = (tokens @ w_v).view(b, n, heads, self.out_channels).transpose(1, 2)  # (B, H, N, C_out)
         q, k = self.qk(tokens).view(b, n, 2, heads, self.qk_dim).permute(2, 0, 3, 1, 4)
-        content = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, C_out)
-        positional = self.positional_attention(h, w).to(v.dtype) @ v  # P is shared by the batch
-        gate = torch.sigmoid(self.gate_logit).to(v.dtype).view(1, heads, 1, 1)
-        out = (content + gate * (positional - content)).sum(dim=1)  # (B, N, C_out)
+        # Every head attends over the same input tokens; head h's value map (the kernel slice at
+        # tap h) is linear, so it is applied after the heads are concatenated, as one matmul:
+        # sum_h A_h (X W_h) = [A_1 X, ..., A_H X] @ [W_1; ...; W_H]  (im2col with soft patches).
+        content = F.scaled_dot_product_attention(q, k, tokens.unsqueeze(1).expand(b, heads, n, c))
+        positional = self.positional_attention(h, w).to(tokens.dtype) @ tokens.unsqueeze(1)  # P shared by the batch
+        gate = torch.sigmoid(self.gate_logit).to(tokens.dtype).view(1, heads, 1, 1)
+        mixed = content + gate * (positional - content)  # (B, H, N, C_in)
+        w_v = self.weight.flatten(2).permute(2, 1, 0).reshape(heads * c, self.out_channels)
+        out = mixed.transpose(1, 2).reshape(b, n, heads * c) @ w_v.to(mixed.dtype)  # (B, N, C_out)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.transpose(1, 2).reshape(b, self.out_channels, h, w)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One prepared GPU session (issue 4 benchmarks; issue 3's notebook check with --notebook).
+# Offline: synthetic CIFAR-format data, 50k train / 10k test images, written on the machine.
+#   bash benchmarks/gpu_check.sh [--notebook]     (results -> $OUT or benchmarks/out)
+# Wheels for packages the GPU image lacks may be carried in .whl/ (installed to /tmp/site).
+set -uo pipefail
+OUT=${OUT:-benchmarks/out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site || exit 1
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PRS_DATA=/tmp/prs-data PYTHONUNBUFFERED=1 CI=true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
+python3 -c "from prs import data; data.write_synthetic_cifar100('$PRS_DATA/synthetic', train_per_class=500, test_per_class=100)"
+
+bench() { timeout "${BENCH_TIMEOUT:-150}" python3 -m prs bench --output "$OUT/bench.json" --steps 30 --warmup 10 --rounds 2 "$@" 2>&1 | tail -2 | tee -a "$OUT/bench.txt"; }
+if [ "${1:-}" != "--notebook" ]; then
+  bench --model resnet18 --batch-size 512
+  bench --model hybrid_resnet18 --batch-size 512 --switched
+  bench --model deit_tiny --batch-size 512
+  bench --model convit_tiny --batch-size 512
+  bench --model resnet18 --batch-size 128
+  # A real run: the standard 200-epoch ResNet-18 recipe, 3 epochs of it, eval included.
+  timeout 200 python3 -m prs train --config sgd_cifar100 --set data.dataset=synthetic --set train.epochs=3 \
+    --set train.channels_last=true --set run.root=/tmp/runs 2>&1 | tail -5 | tee "$OUT/train_resnet18.txt"
+  cp /tmp/runs/*/results.json "$OUT/train_resnet18.json" 2>/dev/null
+  BENCH_TIMEOUT=150 bench --model resnet18 --batch-size 512 --compile
+else
+  # One notebook end to end on the GPU: papermill, synthetic data, GPU-sized parameters.
+  timeout 400 python3 -m prs reproduce --profile gpu-check --only 04_prs_cifar100 --no-book 2>&1 | tail -20 | tee "$OUT/notebook.txt"
+fi
+ls -la "$OUT"
