@@ -6,7 +6,10 @@ Bad input ends in one line on stderr (`prs: error: ...`) and exit code 2, with n
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from pathlib import Path
 
 from prs.errors import UserError
 
@@ -16,30 +19,91 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _train(args) -> int:
-    from prs import config, train
+@contextlib.contextmanager
+def _remove_if_left_empty(folder: Path | None):
+    """On bad input, remove `folder` if this command created it and left it empty (torchvision
+    creates the data root before it finds out that there is no network)."""
+    existed = folder is None or folder.exists()
+    try:
+        yield
+    except UserError:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
+
+def _train(args) -> int:
+    from prs import config, data, train
+
+    if args.resume_dir and args.config:
+        raise UserError("prs train: give --config or --resume RUN_DIR, not both (a run directory has its own config)")
     if args.resume_dir:
-        cfg = config.load(f"{args.resume_dir}/config.yaml", config.parse_set(args.set))
+        cfg = _resume_config(args.resume_dir, args.set, args.force)
     elif args.config:
         cfg = config.load(args.config, config.parse_set(args.set))
     else:
         raise UserError("prs train: give --config FILE.yaml (or a preset name) or --resume RUN_DIR")
-    results = train.train(cfg, force=args.force, progress=args.progress, previous_checkpoint=args.previous_checkpoint)
-    print(f"{results['run_dir']}: top-1 {results['final']['test_top1']:.2f}%  top-5 {results['final']['test_top5']:.2f}%")
+    with _remove_if_left_empty(data.data_root(cfg.data.root) if cfg.data.download else None):
+        results = train.train(cfg, force=args.force, progress=args.progress,
+                              previous_checkpoint=args.previous_checkpoint)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"{results['run_dir']}: top-1 {results['final']['test_top1']:.2f}%  "
+              f"top-5 {results['final']['test_top5']:.2f}%")
     return 0
+
+
+def _resume_config(resume_dir: str, assignments: list[str], force: bool):
+    """The config of the run in `resume_dir`, wherever that directory now lives.
+
+    Its run.root becomes the directory's parent (a run folder may have been moved, e.g. to
+    Google Drive); --set may change only what the config hash ignores (data.root, ...), since
+    anything else would be another run.
+    """
+    from prs import config, train
+
+    run_dir = Path(resume_dir)
+    if force:
+        raise UserError("--resume continues a run and --force starts it over: give one of them")
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume: '{run_dir}' is not a run directory (no config.yaml in it)")
+    overrides = config.parse_set(assignments)
+    if "run" in overrides:
+        raise UserError("--resume: run.* is fixed by RUN_DIR; do not --set it")
+    cfg = config.load(run_dir / "config.yaml", overrides)
+    cfg.run.root = str(run_dir.parent)
+    if train.run_dir_for(cfg).name != run_dir.name:
+        raise UserError(f"--resume: '{run_dir}' holds another config than the one asked for (its config now hashes "
+                        f"to {train.run_dir_for(cfg).name}); --set may only change {', '.join(config.NOT_HASHED)}")
+    return cfg
 
 
 def _data(args) -> int:
     from prs import data
 
     if args.data_command == "synth":
-        path = data.write_synthetic_cifar100(args.root, seed=args.seed)
+        # Where `data.dataset: synthetic` with `data.root: ROOT` reads it.
+        target = data.data_root(args.root) / "synthetic"
+        try:
+            path = data.write_synthetic_cifar100(target, seed=args.seed)
+        except OSError as e:
+            raise UserError(f"--root: cannot write {target} ({e.strerror or e}); choose a writable folder") from None
         print(f"wrote synthetic CIFAR-100-format data to {path}")
     elif args.data_command == "download":
-        data.load_datasets("cifar100", args.root, download=True)
-        print(f"CIFAR-100 is in {data.data_root(args.root)}")
+        root = data.data_root(args.root)
+        with _remove_if_left_empty(root):
+            data.load_datasets("cifar100", args.root, download=True)
+        print(f"CIFAR-100 is in {root}")
     return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", dest="resume_dir", metavar="RUN_DIR",
                    help="resume the run in RUN_DIR with its own config (same-config runs resume anyway)")
     p.add_argument("--previous-checkpoint", action="store_true",
-                   help="resume from checkpoint.prev.pt (when checkpoint.pt is damaged)")
+                   help="resume from checkpoint.prev.pt (when checkpoint.pt is damaged; it is kept as "
+                        "checkpoint.damaged.pt)")
     p.add_argument("--force", action="store_true", help="delete this config's run directory and start over")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on in a terminal, off in CI and notebooks run by papermill)")
@@ -64,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="dataset helpers")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    s = dsub.add_parser("synth", help="write the synthetic CIFAR-100-format dataset")
-    s.add_argument("--root", required=True)
-    s.add_argument("--seed", type=int, default=0)
+    s = dsub.add_parser("synth", help="write the synthetic CIFAR-100-format dataset to ROOT/synthetic, "
+                                      "where data.dataset=synthetic reads it")
+    s.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
+    s.add_argument("--seed", type=_non_negative_int, default=0)
     s = dsub.add_parser("download", help="download CIFAR-100 (needs the network)")
     s.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
     p.set_defaults(func=_data)
@@ -88,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as e:
-        print(f"prs: error: {e}", file=sys.stderr)
+        print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2
     except RuntimeError as e:
         from prs.train import TrainingDiverged

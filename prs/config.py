@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ def _coerce(value, tp, where: str):
         return float(value)
     if tp is int and isinstance(value, bool) or not isinstance(value, tp):
         raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):  # YAML's .nan / .inf: never a meaningful setting
+        raise UserError(f"{where}: must be a finite number, got {value!r}")
     return value
 
 

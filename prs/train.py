@@ -3,10 +3,19 @@
 A run lives in `<run.root>/<model>-<config hash>/`: config.yaml, results.json (rewritten
 atomically every epoch, `finished` at the end) and checkpoint.pt (+ checkpoint.prev.pt,
 the one before). Running the same config again reuses a finished run or resumes an
-unfinished one; nothing is silently overwritten (`force=True` starts over explicitly).
+unfinished one; nothing is silently overwritten (`force=True` starts over explicitly, and
+only once the config, data and model have been checked). Nothing is written before then.
 
 Every epoch draws its shuffling, augmentation, Mixup and stochastic depth from
 (seed, epoch), so a run resumed from an epoch checkpoint retraces the uninterrupted run.
+A loss or weight that is not finite at the end of an epoch stops the run (TrainingDiverged)
+before that epoch is saved.
+
+`torchrun --nproc_per_node=N -m prs train ...` trains with DistributedDataParallel (NCCL on
+GPUs, gloo on CPU): each rank takes a disjoint shard of every global batch, BatchNorm uses
+the whole batch's statistics (GlooSyncBatchNorm on CPU, where torch's SyncBatchNorm does not
+run), losses and accuracies are summed over ranks, switches happen on every rank at the same
+epoch, and only rank 0 writes. Stochastic depth and Mixup draw per rank.
 """
 
 from __future__ import annotations
@@ -113,9 +122,15 @@ def build_lr_scheduler(optimizer, t: TrainConfig, steps_per_epoch: int):
                                 warmup_t=warmup, warmup_lr_init=t.lr * 1e-3 if warmup else 0.0, t_in_epochs=False)
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
-    """Python, NumPy (timm's Mixup) and torch (stochastic depth) RNGs for this epoch."""
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Python, NumPy (timm's Mixup) and torch (stochastic depth) RNGs for this epoch.
+
+    Each rank of a distributed run gets its own stream (rank 0's is the single-process one),
+    so that stochastic depth and Mixup draw independently for each rank's part of the batch.
+    """
     s = seed * 100_003 + epoch + 1  # epoch -1 seeds model initialisation
+    if rank:
+        s = data.epoch_seed(s, rank)
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
@@ -161,13 +176,29 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """Write to a temporary file, keep the last good checkpoint as .prev, then rename."""
+    """Write to a temporary file, keep the last good checkpoint as .prev, then rename.
+
+    A kill between the two renames leaves only .prev, which `checkpoint_to_resume` then uses.
+    """
     tmp = run_dir / (CHECKPOINT + ".tmp")
     torch.save(state, tmp)
     current = run_dir / CHECKPOINT
     if current.exists():
         os.replace(current, run_dir / PREVIOUS)
     os.replace(tmp, current)
+
+
+def checkpoint_to_resume(run_dir: Path, previous: bool = False) -> Path | None:
+    """checkpoint.pt, or checkpoint.prev.pt when asked for or when it is the only one (a kill
+    between the renames of `save_checkpoint`), or None for a fresh start."""
+    current, prev = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    if previous:
+        if not prev.exists():
+            raise UserError(f"--previous-checkpoint: {prev} does not exist")
+        return prev
+    if current.exists():
+        return current
+    return prev if prev.exists() else None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -202,6 +233,87 @@ def _distributed() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _sum_across_ranks(*values: torch.Tensor) -> list[torch.Tensor]:
+    """Sums over the processes of a distributed run (unchanged in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    stacked = torch.stack([v.double() for v in values])
+    dist.all_reduce(stacked)
+    return list(stacked.unbind())
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.forward(ctx, grad)
+
+
+class GlooSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d with the statistics of the whole distributed batch, for CPU (gloo) runs.
+
+    torch's SyncBatchNorm is CUDA-only (DDP refuses it on CPU), and plain BatchNorm would
+    normalise each rank's part of the batch on its own, so that a run on N processes would
+    not compute what one process with the same global batch computes. This one sums the
+    per-channel count, sum and squared deviation over the ranks with all-reduces whose
+    backward all-reduces the gradients, so it matches one process up to rounding (in
+    float64, gradients agree to 1e-14). Same parameters, buffers and state-dict keys as
+    nn.BatchNorm2d; evaluation uses the running statistics.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        dims, shape = [0, 2, 3], (1, -1, 1, 1)
+        count = all_reduce(torch.tensor(float(x.numel() // x.shape[1]), dtype=x.dtype, device=x.device))
+        mean = all_reduce(x.sum(dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / count  # biased, as BatchNorm normalises with
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1), momentum)  # unbiased, as BatchNorm keeps
+        return y
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Batch statistics over all ranks: torch's SyncBatchNorm on CUDA, GlooSyncBatchNorm on CPU.
+    Parameters and buffers are kept, so the state dict and a checkpoint do not change."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.BatchNorm2d:
+                sync = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                         child.track_running_stats)
+                sync.weight, sync.bias = child.weight, child.bias
+                sync.running_mean, sync.running_var = child.running_mean, child.running_var
+                sync.num_batches_tracked = child.num_batches_tracked
+                setattr(parent, name, sync)
+    return model
+
+
 def _show_progress(progress: bool | None) -> bool:
     if progress is not None:
         return progress
@@ -220,7 +332,9 @@ def evaluate(model: nn.Module, loader, amp_dtype, device) -> dict:
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
             total += y.numel()
-    return {"test_top1": 100.0 * correct1.item() / total, "test_top5": 100.0 * correct5.item() / total}
+    # Ranks hold disjoint shards of the test set: sum the counts, never average accuracies.
+    correct1, correct5, total = _sum_across_ranks(correct1, correct5, torch.tensor(total, device=device))
+    return {"test_top1": 100.0 * correct1.item() / total.item(), "test_top5": 100.0 * correct5.item() / total.item()}
 
 
 def _autocast(device, amp_dtype):
@@ -254,6 +368,8 @@ def train_epoch(model, loader, optimizer, lr_scheduler, scaler, criterion, mixup
         seen += y.numel()
         if bar is not None:
             bar.update(1)
+    loss_sum, correct, seen_all = _sum_across_ranks(loss_sum, correct, torch.tensor(seen, device=device))
+    seen = int(seen_all.item())  # all ranks agree on the loss, so they all stop together if it is not finite
     metrics = {"train_loss": loss_sum.item() / seen, "train_top1": 100.0 * correct.item() / seen, "images": seen}
     return metrics, step
 
@@ -265,12 +381,15 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     run_dir = run_dir_for(cfg)
     say = print if verbose and rank == 0 else (lambda *a, **k: None)
     results_path = run_dir / RESULTS
-    if run_dir.exists() and force and rank == 0:
-        shutil.rmtree(run_dir)
+    if force and previous_checkpoint:
+        raise UserError("--force starts over and --previous-checkpoint resumes: give one of them")
     if results_path.exists() and not force:
-        existing = json.loads(results_path.read_text())
+        try:
+            existing = json.loads(results_path.read_text())
+        except ValueError:
+            raise UserError(f"{results_path} is not valid JSON; rerun with --force to start this run over") from None
         if existing.get("finished"):
-            say(f"reusing finished run {run_dir}")
+            say(f"reusing finished run {run_dir} (--force to train it again)")
             return existing
 
     device = pick_device(cfg.train.device)
@@ -284,8 +403,13 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     seed_epoch(t.seed, -1)
     if t.batch_size % world:
         raise UserError(f"train.batch_size: {t.batch_size} is not divisible by the {world} processes")
-    train_loader, test_loader, data_info = data.build_loaders(
-        cfg.data, t.batch_size // world, t.eval_batch_size, device, t.seed, rank=rank, world_size=world)
+    try:
+        train_loader, test_loader, data_info = data.build_loaders(
+            cfg.data, t.batch_size // world, t.eval_batch_size, device, t.seed, rank=rank, world_size=world,
+            channels_last=t.channels_last)
+    except OSError as e:  # e.g. data.root is a file, or not writable for the synthetic set
+        raise UserError(f"data.root: cannot read the data under '{data.data_root(cfg.data.root)}' "
+                        f"({e.strerror or e}); point data.root at a data folder") from None
     if len(train_loader) == 0:
         raise UserError(f"train.batch_size: {t.batch_size} is larger than the training set "
                         f"({data_info['train_size']} images at data.ratio={cfg.data.ratio}); lower it")
@@ -293,6 +417,8 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     model = models.create(cfg.model.name, num_classes=data_info["num_classes"], drop_path=cfg.model.drop_path,
                           **({"switchable_stages": cfg.model.switchable_stages}
                              if cfg.model.switchable_stages is not None else {})).to(device)
+    if world > 1:
+        model = sync_batchnorm(model, device)  # before the optimizer; the parameters stay the same
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     layers = reparam.switchable_layers(model)
@@ -323,29 +449,31 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
         "versions": versions(), "device": device_name(device), "world_size": world, "finished": False,
     }
     start_epoch, step = 0, 0
-    ckpt_path = run_dir / (PREVIOUS if previous_checkpoint else CHECKPOINT)
-    if ckpt_path.exists():
+    ckpt_path = None if force else checkpoint_to_resume(run_dir, previous_checkpoint)
+    if ckpt_path is not None:
         state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])  # restores which layers are attention
-        optimizer.load_state_dict(state["optimizer"])
-        lr_scheduler.load_state_dict(state["lr_scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        _check_checkpoint_matches(state, ckpt_path, results)
+        try:
+            model.load_state_dict(state["model"])  # restores which layers are attention
+            optimizer.load_state_dict(state["optimizer"])
+            lr_scheduler.load_state_dict(state["lr_scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"checkpoint {ckpt_path} does not fit this run's model or optimizer "
+                            f"({type(e).__name__}); rerun with --force to start over") from None
         start_epoch, step = state["epoch"], state["step"]
         results.update(history=state["history"], switch_events=state["switch_events"],
                        wall_time_s=state["wall_time_s"])
-        say(f"resuming {run_dir} after epoch {start_epoch}")
-    elif previous_checkpoint:
-        raise UserError(f"--previous-checkpoint: {ckpt_path} does not exist")
+        say(f"resuming {run_dir} after epoch {start_epoch} from {ckpt_path.name}")
+    # Everything has been checked: only now is anything deleted or written.
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+        _prepare_run_dir(run_dir, cfg, force, previous_checkpoint)
 
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
-            nn.SyncBatchNorm.convert_sync_batchnorm(model) if models.family(model) in ("resnet", "hybrid") else model,
-            device_ids=[device.index] if device.type == "cuda" else None,
+            model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(layers))  # the set of used parameters changes at a switch
     if t.compile:
         net = torch.compile(net)
@@ -362,7 +490,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
             reparam.switch_to_attention(model, due, gate_logit=cfg.switch.gate_logit, locality=cfg.switch.locality)
             results["switch_events"].append({"epoch": epoch, "layers": due})
             say(f"epoch {epoch}: switched {len(due)} layer(s) to attention: {', '.join(due)}")
-        seed_epoch(t.seed, epoch)
+        seed_epoch(t.seed, epoch, rank)
         train_loader.set_epoch(epoch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -372,13 +500,16 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tick
-        if not math.isfinite(metrics["train_loss"]):
-            raise TrainingDiverged(f"loss became {metrics['train_loss']} in epoch {epoch}; stopped. The last good "
-                                   f"checkpoint (after epoch {epoch}) is kept in {run_dir}; lower train.lr or set "
+        if not math.isfinite(metrics["train_loss"]) or not _all_finite(model):
+            what = (f"the loss became {metrics['train_loss']}" if not math.isfinite(metrics["train_loss"])
+                    else "a weight became NaN or infinite")
+            kept = (f"the last good checkpoint (after epoch {epoch}) is kept in {run_dir}" if epoch
+                    else f"no checkpoint was written (it diverged in the first epoch), see {run_dir}")
+            raise TrainingDiverged(f"{what} in epoch {epoch + 1}; stopped, {kept}; lower train.lr or set "
                                    "train.grad_clip")
         metrics.update(evaluate(model, test_loader, amp_dtype, device))
         row = {"epoch": epoch + 1, **metrics, "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
-               "images_per_s": world * metrics.pop("images") / seconds,
+               "images_per_s": metrics.pop("images") / seconds,  # all ranks' images
                "attention_layers": len(reparam.attention_layers(model))}
         results["history"].append(row)
         results["wall_time_s"] += seconds
@@ -389,6 +520,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
             f"test {row['test_top1']:.2f}% (top-5 {row['test_top5']:.2f}%)  {row['images_per_s']:.0f} img/s")
         if rank == 0:
             save_checkpoint(run_dir, {
+                "config_hash": results["config_hash"], "train_indices_sha": data_info["train_indices_sha"],
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_scheduler": lr_scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                 "epoch": epoch + 1, "step": step, "history": results["history"],
@@ -403,7 +535,37 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     results["finished"] = True
     if rank == 0:
         atomic_write_text(results_path, json.dumps(results, indent=1))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every rank returns only once rank 0 has written the results
     return results
+
+
+def _check_checkpoint_matches(state: dict, path: Path, results: dict) -> None:
+    """A checkpoint resumes only the run it was written for, on the same training images."""
+    expected = {"config_hash": results["config_hash"], "train_indices_sha": results["data"]["train_indices_sha"]}
+    for key, now in expected.items():
+        then = state.get(key, now)
+        if then != now:
+            what = "another config" if key == "config_hash" else "other training images (a different data set or root)"
+            raise UserError(f"checkpoint {path} was written for {what} ({key} {then}, now {now}); "
+                            "point data.root at the data it was trained on, or rerun with --force to start over")
+
+
+def _prepare_run_dir(run_dir: Path, cfg: Config, force: bool, previous_checkpoint: bool) -> None:
+    """Create (or, with force, recreate) the run directory and write its config.yaml."""
+    try:
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if previous_checkpoint and (run_dir / CHECKPOINT).exists():
+            # Set the damaged checkpoint aside (not deleted) so that it never becomes checkpoint.prev.pt.
+            os.replace(run_dir / CHECKPOINT, run_dir / "checkpoint.damaged.pt")
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+    except OSError as e:
+        raise UserError(f"run.root: cannot write the run directory {run_dir} ({e.strerror or e}); "
+                        "set run.root to a writable folder") from None
 
 
 def _init_distributed(device: torch.device) -> torch.device:

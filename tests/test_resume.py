@@ -1,0 +1,402 @@
+"""Runs that survive: SIGKILL and resume, damaged checkpoints, divergence, reuse and --force.
+
+Every comparison here is exact (torch.equal, ==): on one CPU thread the engine is
+deterministic, and a run resumed from an epoch checkpoint must retrace the uninterrupted one
+(the engine reseeds every epoch from (seed, epoch)). Subprocess runs and in-process runs are
+compared only among themselves.
+"""
+
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from prs import cli, config, data, train
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+# Per-epoch fields that must match exactly; timings may not.
+STABLE = ("epoch", "train_loss", "train_top1", "test_top1", "test_top5", "lr", "attention_layers")
+
+
+def tiny_config(data_root, epochs):
+    """hybrid_tiny with its two deepest stages switchable, switched at epochs 2 and 1 (PRS
+    order); Mixup/CutMix, label smoothing and stochastic depth on, so every RNG matters."""
+    return {
+        "model": {"name": "hybrid_tiny", "switchable_stages": [3, 4], "drop_path": 0.1},
+        "data": {"dataset": "synthetic", "root": str(data_root), "ratio": 1.0,
+                 "augment": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}},
+        "train": {"epochs": epochs, "batch_size": 32, "eval_batch_size": 200, "lr": 0.005, "warmup_epochs": 0.5,
+                  "device": "cpu"},
+        "schedule": {"name": "prs", "first": 2, "last": 1},
+    }
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A small synthetic set (400 train, 200 test images) where load_datasets looks for it."""
+    root = tmp_path_factory.mktemp("data")
+    data.write_synthetic_cifar100(root / "synthetic", train_per_class=4, test_per_class=2)
+    return root
+
+
+def results_of(run_dir):
+    return json.loads((Path(run_dir) / train.RESULTS).read_text())
+
+
+def assert_same_state(a, b, where="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_state(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def assert_same_run(run_a, run_b):
+    """Same metrics every epoch, same switches, and bit-identical final weights, optimizer,
+    LR-scheduler and RNG states."""
+    ra, rb = results_of(run_a), results_of(run_b)
+    assert ra["finished"] and rb["finished"]
+    assert [{k: r[k] for k in STABLE} for r in ra["history"]] == [{k: r[k] for k in STABLE} for r in rb["history"]]
+    assert ra["final"] == rb["final"] and ra["switch_events"] == rb["switch_events"]
+    ca = train.load_checkpoint(Path(run_a) / train.CHECKPOINT)
+    cb = train.load_checkpoint(Path(run_b) / train.CHECKPOINT)
+    for part in ("model", "optimizer", "lr_scheduler", "rng", "epoch", "step", "switch_events"):
+        assert_same_state(ca[part], cb[part], part)
+
+
+# ----------------------------------------------------------------------------- SIGKILL and resume
+
+
+@pytest.fixture(scope="module")
+def cli_setup(data_root, tmp_path_factory):
+    """A 4-epoch config file and its uninterrupted run, both through `python -m prs train`."""
+    root = tmp_path_factory.mktemp("kill")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(data_root, epochs=4)))
+    tick = time.monotonic()
+    reference = run_cli(path, root / "reference")
+    return path, reference, time.monotonic() - tick
+
+
+def start(config_path, run_root):
+    cmd = [sys.executable, "-m", "prs", "train", "--config", str(config_path), "--set", f"run.root={run_root}"]
+    return subprocess.Popen(cmd, env=ENV, cwd=run_root.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def run_cli(config_path, run_root):
+    proc = start(config_path, run_root)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    (run_dir,) = run_root.iterdir()
+    return run_dir
+
+
+def epochs_done(run_root):
+    """Epochs in the last results.json written (0 before the first one)."""
+    try:
+        (run_dir,) = run_root.iterdir()
+        return len(results_of(run_dir)["history"])
+    except (ValueError, OSError):  # no run directory yet, or no results.json yet
+        return 0
+
+
+def kill_when(proc, run_root, epochs=None, after_s=0.0):
+    """SIGKILL `proc` `after_s` seconds after `epochs` epochs are on disk (or after its start)."""
+    while epochs is not None and epochs_done(run_root) < epochs:
+        assert proc.poll() is None, "the run ended before the moment chosen to kill it"
+        time.sleep(0.01)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it was killed"
+
+
+@pytest.mark.slow
+def test_kill_around_the_switches_then_resume_is_exact(cli_setup, tmp_path):
+    """Killed right after the checkpoint before the first switch, then mid-epoch in the epoch
+    that starts with the second switch (the checkpoint still has that layer as a conv)."""
+    config_path, reference, ref_seconds = cli_setup
+    root = tmp_path / "runs"
+    epoch_s = max(r["epoch_time_s"] for r in results_of(reference)["history"])
+    kill_when(start(config_path, root), root, epochs=1)
+    assert epochs_done(root) == 1  # it was killed before its next checkpoint
+    kill_when(start(config_path, root), root, epochs=2, after_s=random.Random(2).uniform(0.2, 0.6) * epoch_s)
+    assert epochs_done(root) == 2
+    run_dir = run_cli(config_path, root)
+    assert_same_run(reference, run_dir)
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_then_resume_is_exact(cli_setup, tmp_path):
+    """Killed early (before any checkpoint, or in the first epoch), then at a random point
+    of a random later epoch."""
+    config_path, reference, ref_seconds = cli_setup
+    root = tmp_path / "runs"
+    rng = random.Random(1)
+    epoch_s = max(r["epoch_time_s"] for r in results_of(reference)["history"])
+    kill_when(start(config_path, root), root, after_s=rng.uniform(0.1, 0.3) * ref_seconds)
+    epoch = rng.choice([1, 2])
+    kill_when(start(config_path, root), root, epochs=epoch, after_s=rng.uniform(0.0, 1.0) * epoch_s)
+    assert epochs_done(root) >= epoch  # the rerun has a checkpoint to resume from
+    run_dir = run_cli(config_path, root)
+    assert_same_run(reference, run_dir)
+
+
+# ----------------------------------------------------------------------------- in-process runs
+
+
+@pytest.fixture(scope="module")
+def inproc(data_root, tmp_path_factory):
+    """One thread (as the subprocesses), a 3-epoch config, its uninterrupted run and a run
+    interrupted at the start of its third epoch (checkpoint after epoch 2, .prev after 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("inproc")
+    path = root / "tiny3.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(data_root, epochs=3)))
+    cfg = config.load(path, {"run": {"root": str(root / "reference")}})
+    reference = Path(train.train(cfg, verbose=False)["run_dir"])
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_at_epoch(mp, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(config.load(path, {"run": {"root": str(root / "interrupted")}}), verbose=False)
+    (interrupted,) = (root / "interrupted").iterdir()
+    try:
+        yield path, reference, interrupted
+    finally:
+        torch.set_num_threads(threads)
+
+
+def interrupt_at_epoch(monkeypatch, epoch, exc=KeyboardInterrupt):
+    """Make train.train_epoch raise `exc` when it is called for the given (0-based) epoch."""
+    real, calls = train.train_epoch, []
+
+    def patched(model, loader, *args, **kwargs):
+        if loader.epoch == epoch:
+            raise exc()
+        calls.append(loader.epoch)
+        return real(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", patched)
+    return calls
+
+
+def copy_run(run_dir, root):
+    """A copy of a run directory under a new run.root (not hashed: the same run)."""
+    target = Path(root) / Path(run_dir).name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def cli_train(config_path, run_root, *extra):
+    return cli.main(["train", "--config", str(config_path), "--set", f"run.root={run_root}", *extra])
+
+
+def files_of(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())}
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("prs: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_interrupted_run_keeps_two_checkpoints(inproc):
+    _, _, interrupted = inproc
+    assert train.load_checkpoint(interrupted / train.CHECKPOINT)["epoch"] == 2
+    assert train.load_checkpoint(interrupted / train.PREVIOUS)["epoch"] == 1
+    results = results_of(interrupted)
+    assert not results["finished"] and len(results["history"]) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "code"])
+def test_damaged_checkpoint_names_the_file_then_previous_checkpoint_resumes(inproc, tmp_path, capsys, damage):
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    ckpt = run_dir / train.CHECKPOINT
+    marker = tmp_path / "executed"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "garbage":
+        ckpt.write_bytes(os.urandom(4096))
+    else:  # a pickle that would run a command if unpickled with weights_only=False
+        class Evil:
+            def __reduce__(self):
+                return os.system, (f"touch {marker}",)
+        ckpt.write_bytes(pickle.dumps({"model": Evil()}, protocol=2))
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path) == 2
+    line = one_line_error(capsys)
+    assert str(ckpt) in line and "--previous-checkpoint" in line and str(run_dir / train.PREVIOUS) in line
+    assert files_of(run_dir) == before and not marker.exists()  # nothing touched, nothing executed
+    if damage != "truncated":
+        return
+    assert cli_train(config_path, tmp_path, "--previous-checkpoint") == 0
+    assert "after epoch 1 from checkpoint.prev.pt" in capsys.readouterr().out
+    assert_same_run(reference, run_dir)
+    # The damaged file is set aside, never rotated into checkpoint.prev.pt.
+    assert (run_dir / "checkpoint.damaged.pt").read_bytes() == before[train.CHECKPOINT]
+    assert train.load_checkpoint(run_dir / train.PREVIOUS)["epoch"] == 2
+
+
+def test_previous_checkpoint_flag_needs_one(inproc, tmp_path, capsys):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    (run_dir / train.PREVIOUS).unlink()
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path, "--previous-checkpoint") == 2
+    assert str(run_dir / train.PREVIOUS) in one_line_error(capsys)
+    assert files_of(run_dir) == before
+
+
+def test_kill_between_the_checkpoint_renames_resumes_from_previous(inproc, tmp_path):
+    """save_checkpoint renames checkpoint.pt to .prev, then the new file into place; a kill
+    in between leaves .prev (and a finished .tmp) only."""
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    os.replace(run_dir / train.CHECKPOINT, run_dir / train.PREVIOUS)
+    (run_dir / (train.CHECKPOINT + ".tmp")).write_bytes(b"the next epoch's checkpoint, maybe unfinished")
+    assert cli_train(config_path, tmp_path) == 0
+    assert_same_run(reference, run_dir)
+
+
+def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(inproc, tmp_path, capsys, monkeypatch):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    before = files_of(run_dir)
+    real = train.train_epoch
+
+    def nan_loss(*args, **kwargs):
+        metrics, step = real(*args, **kwargs)
+        return {**metrics, "train_loss": float("nan")}, step
+
+    monkeypatch.setattr(train, "train_epoch", nan_loss)
+    assert cli_train(config_path, tmp_path) == 1
+    line = one_line_error(capsys)
+    assert "loss became nan in epoch 3" in line and "after epoch 2" in line and str(run_dir) in line
+    after = files_of(run_dir)
+    for name in (train.CHECKPOINT, train.PREVIOUS, train.RESULTS):
+        assert after[name] == before[name], name
+
+
+def test_nan_weights_with_a_finite_loss_are_caught_too(inproc, tmp_path, capsys, monkeypatch):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    before = files_of(run_dir)
+    real = train.train_epoch
+
+    def poison_last_step(model, *args, **kwargs):
+        out = real(model, *args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters())[0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(train, "train_epoch", poison_last_step)
+    assert cli_train(config_path, tmp_path) == 1
+    assert "a weight became NaN or infinite in epoch 3" in one_line_error(capsys)
+    assert files_of(run_dir)[train.CHECKPOINT] == before[train.CHECKPOINT]
+
+
+def test_real_divergence_in_the_first_epoch(inproc, tmp_path, capsys):
+    config_path, _, _ = inproc
+    assert cli_train(config_path, tmp_path, "--set", "train.lr=1.0e+30") == 1
+    line = one_line_error(capsys)
+    assert "in epoch 1" in line and "no checkpoint was written" in line
+    (run_dir,) = tmp_path.iterdir()
+    assert not (run_dir / train.CHECKPOINT).exists() and not (run_dir / train.PREVIOUS).exists()
+
+
+def test_finished_run_is_reused_not_retrained(inproc, monkeypatch, capsys):
+    config_path, reference, _ = inproc
+    before = files_of(reference)
+    interrupt_at_epoch(monkeypatch, 0, exc=AssertionError)  # any training at all fails the test
+    assert cli_train(config_path, reference.parent) == 0
+    assert "reusing finished run" in capsys.readouterr().out
+    assert files_of(reference) == before
+
+
+def test_force_starts_over_but_only_after_the_input_checks(inproc, tmp_path, capsys, monkeypatch):
+    config_path, reference, _ = inproc
+    run_dir = copy_run(reference, tmp_path)
+    before = files_of(run_dir)
+    # Bad input with --force: a data root whose CIFAR folder is not the synthetic set.
+    bad_root = tmp_path / "bad_data"
+    (bad_root / "synthetic" / data.CIFAR_FOLDER).mkdir(parents=True)
+    assert cli_train(config_path, tmp_path, "--force", "--set", f"data.root={bad_root}") == 2
+    assert "not a synthetic dataset" in one_line_error(capsys)
+    assert files_of(run_dir) == before  # the finished run survived the failed --force
+    assert cli_train(config_path, tmp_path, "--force", "--previous-checkpoint") == 2
+    one_line_error(capsys)
+    # A good --force starts from scratch: stopped in its first epoch, nothing of the old run is left.
+    interrupt_at_epoch(monkeypatch, 0)
+    assert cli_train(config_path, tmp_path, "--force") == 130
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+def test_resume_a_moved_run_directory(inproc, tmp_path, capsys, monkeypatch):
+    """--resume RUN_DIR uses the directory where it is now (e.g. copied to Google Drive),
+    not the run.root written in its config.yaml."""
+    _, reference, interrupted = inproc
+    moved = copy_run(interrupted, tmp_path / "drive")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    original = files_of(interrupted)
+    assert cli.main(["train", "--resume", str(moved)]) == 0
+    assert f"resuming {moved} after epoch 2" in capsys.readouterr().out
+    assert_same_run(reference, moved)
+    assert files_of(interrupted) == original and not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resume", "{missing}"], "not a run directory"),
+    (["--resume", "{run}", "--config", "smoke"], "not both"),
+    (["--resume", "{run}", "--force"], "give one of them"),
+    (["--resume", "{run}", "--set", "train.lr=0.1"], "holds another config"),
+    (["--resume", "{run}", "--set", "run.root=/tmp"], "run.* is fixed by RUN_DIR"),
+    (["--resume", "{run}", "--set", "train.lr=-1.0"], "train.lr"),
+])
+def test_resume_bad_input(inproc, tmp_path, capsys, argv, message):
+    _, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    before = files_of(run_dir)
+    argv = [a.format(run=run_dir, missing=tmp_path / "nope") for a in argv]
+    assert cli.main(["train", *argv]) == 2
+    assert message in one_line_error(capsys)
+    assert files_of(run_dir) == before and sorted(p.name for p in tmp_path.iterdir()) == [run_dir.name]
+
+
+def test_checkpoint_of_other_training_images_is_refused(inproc, tmp_path, capsys):
+    """Resuming on another data set (here: another synthetic set) would silently mix two
+    trainings; the training subset's hash in the checkpoint says so."""
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    other = tmp_path / "other_data"
+    data.write_synthetic_cifar100(other / "synthetic", train_per_class=5, test_per_class=2)
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path, "--set", f"data.root={other}") == 2
+    line = one_line_error(capsys)
+    assert str(run_dir / train.CHECKPOINT) in line and "other training images" in line
+    assert files_of(run_dir) == before
