@@ -11,6 +11,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     && export PYTHONPATH=/tmp/site || exit 1
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PRS_DATA=/tmp/prs-data PYTHONUNBUFFERED=1 CI=true
+# No git on the GPU machine: pass the commit in, e.g. PRS_COMMIT=$(git rev-parse --short=12 HEAD).
+export PRS_COMMIT=${PRS_COMMIT:-unknown}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__)" | tee -a "$OUT/gpu.txt"
 python3 -c "from prs import data; data.write_synthetic_cifar100('$PRS_DATA/synthetic', train_per_class=500, test_per_class=100)"
@@ -28,7 +30,16 @@ if [ "${1:-}" != "--notebook" ]; then
   cp /tmp/runs/*/results.json "$OUT/train_resnet18.json" 2>/dev/null
   BENCH_TIMEOUT=150 bench --model resnet18 --batch-size 512 --compile
 else
-  # One notebook end to end on the GPU: papermill, synthetic data, GPU-sized parameters.
-  timeout 400 python3 -m prs reproduce --profile gpu-check --only 04_prs_cifar100 --no-book 2>&1 | tail -20 | tee "$OUT/notebook.txt"
+  # The hybrid with every layer switched, against the same network as a CNN (engine side).
+  bench --model hybrid_resnet18 --batch-size 512 --switched
+  # One notebook end to end on the GPU with papermill: notebook 4 under the `full` profile's
+  # models and recipe, on synthetic data, 2 epochs, one seed, schedules squeezed into 2 epochs.
+  start=$(date +%s)
+  timeout 300 python3 -m prs reproduce --profile full --only 04_prs_cifar100 --no-book --output /tmp/book \
+    --set dataset=synthetic --set download=false --set epochs=2 --set 'seeds=[0]' --set 'overrides={train: {warmup_epochs: 0.5}}' \
+    --set 'schedules={prs: {name: prs, first: 1, last: 0}, never: {name: never}, uniform: {name: uniform, epoch: 1}, reverse: {name: reverse, first: 0, last: 1}, from_start: {name: from_start}}' \
+    2>&1 | tail -25 | tee "$OUT/notebook.txt"
+  echo "notebook wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/notebook.txt"
+  cp /tmp/book/executed/notebooks/04_prs_cifar100.ipynb "$OUT/" 2>/dev/null
 fi
 ls -la "$OUT"

@@ -140,16 +140,19 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
 
 
 def git_commit() -> str:
+    """The checkout's commit (+ "-dirty"), or $PRS_COMMIT where there is no git (a copied tree,
+    a pip install on Colab), else "unknown"."""
     root = Path(__file__).resolve().parent.parent
+    fallback = os.environ.get("PRS_COMMIT", "unknown")
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
-            return "unknown"
+            return fallback
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return sha.stdout.strip()[:12] + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return fallback
 
 
 def versions() -> dict:
