@@ -1,0 +1,1 @@
+"""Papermill parameter profiles of the book's notebooks (smoke, colab, full), read by prs.experiments."""

@@ -1,0 +1,246 @@
+"""`prs reproduce`: execute the book's notebooks under a profile with papermill, then build the book.
+
+    prs reproduce --profile smoke|colab|full [--only NAME] [--force] [--output DIR] [--cwd DIR]
+                  [--set NAME=VALUE] [--no-book]
+
+The committed notebooks carry no outputs. Each is executed with the profile's parameters (plus
+`profile`) into `<output>/executed/notebooks/NAME.ipynb`, never into the sources. Training inside
+the notebooks is resumable: finished runs are reused and unfinished ones resume from their last
+checkpoint, so rerunning the same command after an interruption continues where it stopped;
+`--force` first deletes the run directories of the selected notebooks' grids.
+
+The book is then built from the executed copies with Jupyter Book's execution off, so the HTML
+shows exactly what papermill ran: `<output>/book_src/` mirrors the repository (`_config.yml`,
+`_toc.yml`, `book/`, and the executed notebooks at `notebooks/`), so that launch buttons point at
+`notebooks/NAME.ipynb` in the repository; `jupyter-book build -W --keep-going` turns it into
+`<output>/html`. MathJax is served from the book itself when the `mathjax` package
+(django-static-mathjax) is installed, so the HTML also renders offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from prs import experiments
+from prs.errors import UserError
+
+BOOK_FILES = ("_config.yml", "_toc.yml")
+BOOK_DIRS = ("book",)
+MATHJAX_PARTS = ("tex-mml-chtml.js", "a11y", "input", "output", "sre", "ui")  # what tex-mml-chtml loads
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("reproduce", help="execute the notebooks under a profile, then build the book",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="smoke", help="smoke (CPU, minutes), colab (one T4) or full (GPU recipe)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help=f"execute only this notebook (repeatable): {', '.join(experiments.NOTEBOOKS)}")
+    p.add_argument("--force", action="store_true",
+                   help="delete the runs of the selected notebooks first and train them again")
+    p.add_argument("--output", default=None, metavar="DIR", help="build folder (default: <cwd>/_build)")
+    p.add_argument("--cwd", default=".", metavar="DIR",
+                   help="repository root: notebooks run here, relative run and data paths start here (default: .)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a notebook parameter for this command, e.g. --set epochs=1 (YAML value)")
+    p.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
+    p.add_argument("--book-only", action="store_true",
+                   help="do not execute anything: build the book from the executed copies already there")
+    p.set_defaults(func=main)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def parse_overrides(assignments: list[str]) -> dict:
+    out = {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--set '{item}': expected NAME=VALUE, e.g. --set epochs=1")
+        try:
+            out[name.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"--set '{item}': the value is not valid YAML") from None
+    return out
+
+
+def plan_parameters(profile: str, notebooks: list[str], overrides: dict) -> dict[str, dict]:
+    """{notebook: parameters}; an override must name a parameter of at least one selected notebook."""
+    params = {nb: experiments.notebook_parameters(profile, nb) for nb in notebooks}
+    known = {name for p in params.values() for name in p}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UserError(f"--set {unknown[0]}: not a parameter of {', '.join(notebooks)}; "
+                        f"parameters: {', '.join(sorted(known))}")
+    if "profile" in overrides:
+        raise UserError("--set profile: use --profile to choose the profile")
+    for p in params.values():
+        p.update({k: v for k, v in overrides.items() if k in p})
+    return params
+
+
+def select_notebooks(only: list[str]) -> list[str]:
+    for name in only:
+        experiments.check_notebook(name)
+    return [nb for nb in experiments.NOTEBOOKS if not only or nb in only]
+
+
+def check_root(root: Path, build_book: bool) -> None:
+    needed = [root / "notebooks"] + ([root / f for f in BOOK_FILES] if build_book else [])
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise UserError(f"--cwd {root}: not the repository root ({', '.join(missing)} missing); "
+                        "run from the repository root or pass --cwd")
+
+
+def delete_runs(notebook: str, params: dict, root: Path, say) -> None:
+    """--force: remove the run directories this notebook's grid uses (relative paths start at root)."""
+    for trial in experiments.unique_trials(experiments.notebook_trials(notebook, params)):
+        run_dir = experiments.run_dir(trial)
+        run_dir = run_dir if run_dir.is_absolute() else root / run_dir
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+            say(f"  --force: deleted {run_dir}")
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def execute(notebook: str, params: dict, root: Path, executed_dir: Path, progress: bool) -> float:
+    """Run one notebook with papermill; returns seconds. A failing cell is a UserError naming the copy."""
+    import papermill
+
+    source = root / "notebooks" / f"{notebook}.ipynb"
+    target = executed_dir / "notebooks" / f"{notebook}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tick = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(source), str(target), parameters=params, cwd=str(root),
+                                   progress_bar=progress, log_output=True, report_mode=False)
+    except papermill.PapermillExecutionError as e:
+        raise UserError(f"notebook {notebook} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); "
+                        f"the executed copy with the traceback is {target}") from None
+    return time.perf_counter() - tick
+
+
+# ----------------------------------------------------------------------------- the book
+
+
+def mathjax_source() -> Path | None:
+    """MathJax 3's es5 folder from the `mathjax` package (PyPI: django-static-mathjax), if installed."""
+    try:
+        import mathjax
+    except ImportError:
+        return None
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-mml-chtml.js").is_file() else None
+
+
+def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
+    """Mirror the repository's book files into book_src, with the executed notebooks at notebooks/."""
+    if book_src.exists():
+        shutil.rmtree(book_src)
+    book_src.mkdir(parents=True)
+    for name in BOOK_FILES:
+        shutil.copy2(root / name, book_src / name)
+    for name in BOOK_DIRS:
+        shutil.copytree(root / name, book_src / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    (book_src / "notebooks").mkdir()
+    for notebook in experiments.NOTEBOOKS:
+        executed = executed_dir / "notebooks" / f"{notebook}.ipynb"
+        if executed.exists():
+            shutil.copy2(executed, book_src / "notebooks" / executed.name)
+        else:
+            say(f"  {notebook} has not been executed yet: the book shows it without outputs")
+            shutil.copy2(root / "notebooks" / executed.name, book_src / "notebooks" / executed.name)
+    config = yaml.safe_load((book_src / "_config.yml").read_text())
+    es5 = mathjax_source()
+    if es5 is None:
+        say("  MathJax is not installed locally (pip install django-static-mathjax): "
+            "the book loads it from its CDN, so equations need the network")
+    else:
+        static = book_src / "_static" / "mathjax"
+        static.mkdir(parents=True)
+        for part in MATHJAX_PARTS:
+            (shutil.copytree if (es5 / part).is_dir() else shutil.copy2)(es5 / part, static / part)
+        sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {}) or {}
+        # Relative to _static, which Jupyter Book adds to html_static_path when it exists.
+        config["sphinx"]["config"] = {**sphinx_config, "mathjax_path": "mathjax/tex-mml-chtml.js"}
+    (book_src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def jupyter_book_command() -> list[str]:
+    script = Path(sys.executable).with_name("jupyter-book")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    raise UserError("jupyter-book is not installed; pip install 'prs[book]' (or -r requirements-lock.txt)")
+
+
+def build_book(root: Path, output: Path, say) -> Path:
+    executed_dir, book_src, html = output / "executed", output / "book_src", output / "html"
+    stage_book(root, executed_dir, book_src, say)
+    jb_dir = output / "jupyter_book"
+    command = jupyter_book_command() + ["build", str(book_src), "--path-output", str(jb_dir), "--builder", "html",
+                                        "-W", "--keep-going"]
+    say("building the book: " + " ".join(command))
+    done = subprocess.run(command, cwd=book_src)
+    if done.returncode != 0:
+        raise UserError(f"jupyter-book build failed (exit {done.returncode}); see the warnings above")
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(jb_dir / "_build" / "html", html)
+    return html
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def main(args: argparse.Namespace) -> int:
+    say = print
+    notebooks = select_notebooks(args.only)
+    params = plan_parameters(args.profile, notebooks, parse_overrides(args.set))
+    root = Path(args.cwd).resolve()
+    check_root(root, build_book=not args.no_book)
+    output = Path(args.output).resolve() if args.output else root / "_build"
+    executed_dir = output / "executed"
+    for nb in notebooks:  # validate every grid before anything runs or is deleted
+        experiments.notebook_trials(nb, params[nb])
+    if args.book_only and (args.no_book or args.force or args.only):
+        raise UserError("--book-only: cannot be combined with --no-book, --force or --only")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill streams cell output here
+    progress = sys.stderr.isatty()
+    timings = {}
+    tick = time.perf_counter()
+    if args.force:  # all at once, before anything runs: later notebooks reuse earlier ones' runs
+        for nb in notebooks:
+            delete_runs(nb, params[nb], root, say)
+    for i, nb in enumerate([] if args.book_only else notebooks, 1):
+        say(f"[{i}/{len(notebooks)}] {nb} (profile {args.profile}) -> {executed_dir / 'notebooks' / nb}.ipynb")
+        timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
+        say(f"[{i}/{len(notebooks)}] {nb} done in {timings[nb]:.0f} s")
+    if timings:
+        record = executed_dir / "timings.json"
+        previous = json.loads(record.read_text()) if record.exists() else {}
+        previous.update({nb: {"profile": args.profile, "seconds": round(s, 1)} for nb, s in timings.items()})
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(previous, indent=1) + "\n")
+    if not args.no_book:
+        book_tick = time.perf_counter()
+        html = build_book(root, output, say)
+        timings["book build"] = time.perf_counter() - book_tick
+        say(f"book: {html / 'index.html'}")
+    say("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + f"; total {time.perf_counter() - tick:.0f} s")
+    return 0
