@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from prs import data, models, reparam
 from prs.config import AugmentConfig, DataConfig, TrainConfig
 from prs.errors import UserError
-from prs.train import autocast_dtype, build_lr_scheduler, build_optimizer, device_name, git_commit, pick_device, \
-    train_epoch, versions
+from prs.train import atomic_write_text, autocast_dtype, build_lr_scheduler, build_optimizer, device_name, \
+    git_commit, pick_device, train_epoch, versions
 
 # Dense bf16 tensor-core peaks (vendor figures, FLOP/s) for the model-FLOPs utilisation.
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
@@ -182,9 +182,7 @@ def append_record(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     records = json.loads(path.read_text()) if path.exists() else []
     records.append(record)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(records, indent=1))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(records, indent=1))
 
 
 def format_record(r: dict) -> str:
