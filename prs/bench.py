@@ -30,7 +30,7 @@ from prs import data, models, reparam
 from prs.config import AugmentConfig, DataConfig, TrainConfig
 from prs.errors import UserError
 from prs.train import atomic_write_text, autocast_dtype, build_lr_scheduler, build_optimizer, device_name, \
-    git_commit, pick_device, train_epoch, versions
+    git_commit, pick_device, synchronize, train_epoch, versions
 
 # Dense bf16 tensor-core peaks (vendor figures, FLOP/s) for the model-FLOPs utilisation.
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
@@ -71,11 +71,6 @@ class _Take:
 
     def __iter__(self):
         return itertools.islice(self.it, self.n)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_model(name: str, device, switched: bool, channels_last: bool):
@@ -157,10 +152,10 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
     for _ in range(rounds):
         for name, (_, run) in sides.items():
             run(warmup)
-            _sync(dev)
+            synchronize(dev)
             tick = time.perf_counter()
             run(steps)
-            _sync(dev)
+            synchronize(dev)
             rates[name].append(steps * batch_size / (time.perf_counter() - tick))
     usual, engine = statistics.median(rates["usual"]), statistics.median(rates["engine"])
     flops = flops_per_image(sides["usual"][0], dev)

@@ -77,6 +77,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def build_model(cfg: Config, num_classes: int) -> nn.Module:
+    """The registered model a config names (switchable stages only where the config sets them)."""
+    stages = {} if cfg.model.switchable_stages is None else {"switchable_stages": cfg.model.switchable_stages}
+    return models.create(cfg.model.name, num_classes=num_classes, drop_path=cfg.model.drop_path, **stages)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU (for timing); nothing to wait for elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """AdamW or SGD with three groups: decayed weights; biases, norms and embeddings without
     decay; and the gates and positional weights of switchable layers, without decay and
@@ -417,9 +429,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
         raise UserError(f"train.batch_size: {t.batch_size} is larger than the training set "
                         f"({data_info['train_size']} images at data.ratio={cfg.data.ratio}); lower it")
 
-    model = models.create(cfg.model.name, num_classes=data_info["num_classes"], drop_path=cfg.model.drop_path,
-                          **({"switchable_stages": cfg.model.switchable_stages}
-                             if cfg.model.switchable_stages is not None else {})).to(device)
+    model = build_model(cfg, data_info["num_classes"]).to(device)
     if world > 1:
         model = sync_batchnorm(model, device)  # before the optimizer; the parameters stay the same
     if t.channels_last:
@@ -495,13 +505,11 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
             say(f"epoch {epoch}: switched {len(due)} layer(s) to attention: {', '.join(due)}")
         seed_epoch(t.seed, epoch, rank)
         train_loader.set_epoch(epoch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         tick = time.perf_counter()
         metrics, step = train_epoch(net, train_loader, optimizer, lr_scheduler, scaler, criterion, mixup, t,
                                     amp_dtype, device, step, bar)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         seconds = time.perf_counter() - tick
         if not math.isfinite(metrics["train_loss"]) or not _all_finite(model):
             what = (f"the loss became {metrics['train_loss']}" if not math.isfinite(metrics["train_loss"])
@@ -591,7 +599,6 @@ def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, C
     cfg = config_mod.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     results = json.loads((run_dir / RESULTS).read_text())
     state = load_checkpoint(run_dir / CHECKPOINT)
-    kwargs = {"switchable_stages": cfg.model.switchable_stages} if cfg.model.switchable_stages is not None else {}
-    model = models.create(cfg.model.name, num_classes=results["data"]["num_classes"], **kwargs)
+    model = build_model(cfg, results["data"]["num_classes"])
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg
