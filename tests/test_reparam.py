@@ -69,6 +69,80 @@ def test_softmax_over_image_keys_only_would_replicate():
     assert torch.allclose(p[4].sum(-1), torch.ones(9))  # the centre tap always stays inside
 
 
+
+def dense_positional(layer, h, w):
+    """(heads, N, N) positional maps straight from the definition: one softmax per query over the
+    whole zero-padded key grid, with the padding keys' columns dropped afterwards."""
+    pad = layer.padding
+    qy, qx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(-pad, h + pad), torch.arange(-pad, w + pad), indexing="ij")
+    dx = (kx.flatten()[None, :] - qx.flatten()[:, None]).double()
+    dy = (ky.flatten()[None, :] - qy.flatten()[:, None]).double()
+    inside = ((ky >= 0) & (ky < h) & (kx >= 0) & (kx < w)).flatten()
+    wx, wy, wq = layer.pos_weight.detach().double().unbind(1)
+    logits = wx[:, None, None] * dx + wy[:, None, None] * dy + wq[:, None, None] * (dx * dx + dy * dy)
+    return logits.softmax(-1)[:, :, inside]
+
+
+def dense_gpsa_reference(layer, x):
+    """GPSA written out head by head from its definition, in float64: the independent reference
+    for the factorised forward."""
+    b, c, h, w = x.shape
+    tokens = x.double().flatten(2).transpose(1, 2)  # (B, N, C)
+    qk = F.linear(tokens, layer.qk.weight.detach().double())
+    q, k = qk.view(b, h * w, 2, layer.num_heads, layer.qk_dim).unbind(2)
+    positional = dense_positional(layer, h, w)
+    out = torch.zeros(b, h * w, layer.out_channels, dtype=torch.float64)
+    for head in range(layer.num_heads):
+        content = (q[:, :, head] @ k[:, :, head].transpose(1, 2) / layer.qk_dim ** 0.5).softmax(-1)
+        g = torch.sigmoid(layer.gate_logit[head].detach().double())
+        ty, tx = divmod(head, layer.kernel_size)
+        values = tokens @ layer.weight[:, :, ty, tx].detach().double().t()
+        out += ((1 - g) * content + g * positional[head]) @ values
+    if layer.bias is not None:
+        out += layer.bias.detach().double()
+    return out.transpose(1, 2).reshape(b, layer.out_channels, h, w)
+
+
+@pytest.mark.parametrize("kernel_size,bias,size", [(3, False, (5, 7)), (3, True, (1, 4)), (5, False, (6, 6))])
+def test_attention_forward_matches_dense_definition_for_any_parameters(kernel_size, bias, size):
+    """Away from the switch point too: random gates, positional weights (repulsive ones included) and q/k."""
+    torch.manual_seed(kernel_size)
+    layer = ReparamConv2d(4, 3, kernel_size, bias=bias, qk_dim=8)
+    layer.switch_to_attention(**DEFAULT)
+    with torch.no_grad():
+        layer.gate_logit.copy_(torch.randn(layer.num_heads) * 2)
+        layer.pos_weight.copy_(torch.randn(layer.num_heads, 3))
+        layer.qk.weight.normal_(0, 0.5)
+        if bias:
+            layer.bias.normal_()
+    x = torch.randn(2, 4, *size)
+    torch.testing.assert_close(layer(x).double(), dense_gpsa_reference(layer, x), atol=1e-5, rtol=1e-5)
+    # The dense map the diagnostics use is the same operator.
+    torch.testing.assert_close(layer.positional_attention(*size).double(), dense_positional(layer, *size))
+
+
+def test_positional_term_costs_n_times_h_plus_w_not_n_squared():
+    """The positional map is applied as two small factors: its multiply-adds grow as N (H + W)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def attention_flops(size):
+        layer = ReparamConv2d(8, 8)
+        layer.switch_to_attention(**DEFAULT)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            layer(torch.randn(1, 8, size, size))
+        return counter.get_total_flops()
+
+    heads, c, d = 9, 8, 16
+    for size in (8, 16):
+        n = size * size
+        content = 2 * heads * n * n * (d + c)  # q k^T and the attention-weighted values (SDPA)
+        projections = 2 * n * c * 2 * heads * d + 2 * n * heads * c * c  # q/k and the value weights
+        separable = 2 * heads * n * 2 * size * c
+        assert attention_flops(size) == content + projections + separable
+
+
 HYBRIDS = [n for n in models.names() if n.startswith("hybrid")]
 
 
