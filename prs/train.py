@@ -83,6 +83,20 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     return models.create(cfg.model.name, num_classes=num_classes, drop_path=cfg.model.drop_path, **stages)
 
 
+def compile_for_switches(net: nn.Module, switch_events: int, backend: str = "inductor") -> nn.Module:
+    """torch.compile with room for one graph per layer configuration a schedule passes through.
+
+    A switch changes a guarded Python attribute (the layer's mode), so dynamo compiles a new
+    graph; past its recompile limit (8 per code object) it would run the rest of training
+    eagerly, with only a log warning. Raised here to cover every configuration, plus spares.
+    """
+    import torch._dynamo
+
+    needed = switch_events + 1 + 2
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, needed)
+    return torch.compile(net, backend=backend)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the GPU (for timing); nothing to wait for elsewhere."""
     if device.type == "cuda":
@@ -489,7 +503,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=bool(layers))  # the set of used parameters changes at a switch
     if t.compile:
-        net = torch.compile(net)
+        net = compile_for_switches(net, len({e for e in switch_epochs.values() if e is not None}))
 
     bar = None
     if _show_progress(progress) and rank == 0:

@@ -45,3 +45,33 @@ def test_results_carry_provenance(smoke_run):
     assert {"torch", "timm", "torchvision", "prs"} <= set(results["versions"])
     assert (run_dir / "checkpoint.pt").exists() and (run_dir / "config.yaml").exists()
     assert len(results["history"]) == 5 and all(r["images_per_s"] > 0 for r in results["history"])
+
+
+def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
+    """Each switch is a new graph for dynamo; past its default limit (8) it would silently run eagerly."""
+    import torch
+    import torch._dynamo
+    from torch import nn
+
+    from prs.reparam import ReparamConv2d
+    from prs.train import compile_for_switches
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    torch._dynamo.reset()
+    graphs = []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    layers = nn.Sequential(*[ReparamConv2d(2, 2) for _ in range(10)])
+    net = compile_for_switches(layers, switch_events=len(layers), backend=counting_backend)
+    x = torch.randn(1, 2, 4, 4)
+    outputs = [net(x)]
+    for layer in layers:
+        layer.switch_to_attention(gate_logit=30.0, locality=40.0)
+        outputs.append(net(x))
+    torch._dynamo.reset()
+    assert len(graphs) == len(layers) + 1, "a layer configuration ran without being compiled"
+    for out in outputs[1:]:  # the sharp switch keeps the function: every graph computes the same thing
+        torch.testing.assert_close(out, outputs[0], atol=2e-6, rtol=1e-5)
