@@ -141,7 +141,7 @@ class ReparamConv2d(nn.Module):
         q, k = self.qk(tokens).view(b, n, 2, heads, self.qk_dim).permute(2, 0, 3, 1, 4)
         # Every head attends over the same input tokens; head h's value map (the kernel slice at
         # tap h) is linear, so it is applied after the heads are concatenated, as one matmul:
-        # sum_h A_h (X W_h) = [A_1 X, ..., A_H X] @ [W_1; ...; W_H]  (im2col with soft patches).
+        # sum_h A_h X W_h = [A_1 X, ..., A_H X] [W_1; ...; W_H]  (im2col with soft patches).
         content = F.scaled_dot_product_attention(q, k, tokens.unsqueeze(1).expand(b, heads, n, c))
         gate = torch.sigmoid(self.gate_logit).view(heads, 1, 1)
         ay, ax = self.positional_factors(h, w)
@@ -151,10 +151,9 @@ class ReparamConv2d(nn.Module):
         rows = (gate * ay).to(tokens.dtype).reshape(heads * h, h) @ image.reshape(b, h, w * c)
         positional = torch.einsum("hqk,bhykc->bhyqc", ax.to(tokens.dtype), rows.view(b, heads, h, w, c))
         mixed = torch.addcmul(positional.reshape(b, heads, n, c), content, (1 - gate).to(content.dtype))
-        w_v = self.weight.flatten(2).permute(2, 1, 0).reshape(heads * c, self.out_channels)
-        out = mixed.transpose(1, 2).reshape(b, n, heads * c) @ w_v.to(mixed.dtype)  # (B, N, C_out)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
+        # Patches laid out (C_in, tap) like the conv weight's (C_in, ky, kx): a view of it, no copy.
+        patches = mixed.permute(0, 2, 3, 1).reshape(b, n, c * heads)
+        out = F.linear(patches, self.weight.flatten(1), self.bias)  # (B, N, C_out)
         return out.transpose(1, 2).reshape(b, self.out_channels, h, w)
 
     @classmethod
