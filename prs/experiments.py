@@ -615,7 +615,7 @@ def crossover_rows(table: Sequence[Mapping], params: Mapping) -> list[dict]:
 
 def interpolation_summary(params: Mapping, table: Sequence[Mapping], curves: Mapping[tuple, dict]) -> dict:
     """For the interpolation notebook: high-frequency summaries by switch epoch and of the ViT, and
-    table rows (switch, top-1, s, t)."""
+    table rows (switch, top-1, s, t; the hybrid's rows also carry their switch_epoch)."""
     by_epoch = {e: high_freq_summary(curves[(switch_label(e),)]) for e in params["switch_epochs"]}
     vit = high_freq_summary(curves[(params["vit_model"],)])
     position = interpolation_positions(by_epoch, vit)
@@ -626,6 +626,9 @@ def interpolation_summary(params: Mapping, table: Sequence[Mapping], curves: Map
     rows = [{"switch": label, "top1": format_mean_std(accuracy[label]["mean"], accuracy[label]["std"]),
              "s": s, "t": f"{round(t, 2) + 0.0:.0%}",
              "top1_mean": accuracy[label]["mean"], "top1_std": accuracy[label]["std"]} for label, s, t in entries]
+    # the hybrid rows say their epoch, so prs.plots can place them without knowing switch_label's wording
+    for row, epoch in zip(rows, params["switch_epochs"]):
+        row["switch_epoch"] = epoch
     return {"by_epoch": by_epoch, "vit": vit, "rows": rows}
 
 
@@ -642,33 +645,6 @@ def panel_grid(n: int, ncols: int = 2, panel: tuple[float, float] = (5.0, 3.5)):
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
-
-
-def percent_ticks(ax, ratios: Sequence[float]) -> None:
-    """Label a log-scaled ratio axis with the grid's ratios as percentages."""
-    ax.set_xticks(list(ratios), [f"{r:.0%}" for r in ratios])
-    ax.minorticks_off()
-
-
-def plot_accuracy_vs_switch_epoch(params: Mapping, rows: Sequence[Mapping], ax=None):
-    """Top-1 of the hybrid against its switch epoch E ("never" drawn at the end of training), with
-    the ViT as a dashed line. rows: interpolation_summary(...)["rows"]."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 3.6))
-    by_label = {r["switch"]: r for r in rows}
-    epochs = params["switch_epochs"]
-    xs = [params["epochs"] if e is None else e for e in epochs]
-    hybrid = [by_label[switch_label(e)] for e in epochs]
-    ax.errorbar(xs, [r["top1_mean"] for r in hybrid], yerr=[r["top1_std"] or 0.0 for r in hybrid], marker="o",
-                capsize=3, label=params["hybrid_model"])
-    ax.axhline(by_label[params["vit_model"]]["top1_mean"], color="0.5", linestyle="--", label=params["vit_model"])
-    ax.set_xticks(xs, ["never" if e is None else str(e) for e in epochs])
-    ax.set_xlabel("switch epoch E")
-    ax.set_ylabel("test top-1 accuracy")
-    ax.legend(fontsize="small")
-    return ax
 
 
 def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:

@@ -133,6 +133,32 @@ def plot_accuracy_vs_ratio(table: Iterable[Mapping], ax=None):
     return ax
 
 
+def percent_ticks(ax, ratios: Sequence[float]) -> None:
+    """Label a log-scaled ratio axis with the grid's ratios as percentages."""
+    ax.set_xticks(list(ratios), [f"{r:.0%}" for r in ratios])
+    ax.minorticks_off()
+
+
+def plot_accuracy_vs_switch_epoch(params: Mapping, rows: Sequence[Mapping], ax=None):
+    """Top-1 of the hybrid against its switch epoch E ("never" drawn at the end of training), with
+    the ViT as a dashed line. rows: prs.experiments.interpolation_summary(...)["rows"]: one per
+    switch epoch (with "switch_epoch") and the ViT's (its "switch" is params["vit_model"])."""
+    by_epoch = {r["switch_epoch"]: r for r in rows if "switch_epoch" in r}
+    vit = next(r for r in rows if r["switch"] == params["vit_model"])
+    ax = _new_axes(ax, figsize=(5.5, 3.6))
+    epochs = params["switch_epochs"]
+    xs = [params["epochs"] if e is None else e for e in epochs]
+    hybrid = [by_epoch[e] for e in epochs]
+    ax.errorbar(xs, [r["top1_mean"] for r in hybrid], yerr=[r["top1_std"] or 0.0 for r in hybrid], marker="o",
+                capsize=3, label=params["hybrid_model"])
+    ax.axhline(vit["top1_mean"], color="0.5", linestyle="--", label=params["vit_model"])
+    ax.set_xticks(xs, ["never" if e is None else str(e) for e in epochs])
+    ax.set_xlabel("switch epoch E")
+    ax.set_ylabel("test top-1 accuracy")
+    ax.legend(fontsize="small")
+    return ax
+
+
 def plot_switch_schedule(switch_epochs: Mapping[str, int | None], epochs: int, ax=None, label: str | None = None):
     """Switch epoch of each layer, in depth order (the dict's order); None = never switches.
 

@@ -1,6 +1,8 @@
 """prs.plots: every figure draws under Agg on small fake data, with the expected artists."""
 
 import io
+import subprocess
+import sys
 
 import matplotlib
 
@@ -143,6 +145,40 @@ def test_accuracy_vs_ratio_rejects_rows_without_keys():
         plots.plot_accuracy_vs_ratio([{"model": "resnet", "ratio": 0.1}])
 
 
+def test_percent_ticks_label_the_ratios_as_percentages():
+    ratios = [0.1, 0.5, 1.0]
+    table = [{"model": "resnet", "ratio": r, "top1": 50.0} for r in ratios]
+    ax = plots.plot_accuracy_vs_ratio(table)
+    plots.percent_ticks(ax, ratios)
+    np.testing.assert_allclose(ax.get_xticks(), ratios)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10%", "50%", "100%"]
+    assert not ax.get_xticks(minor=True).size  # no unlabelled log minor ticks between them
+    render(ax.figure)
+
+
+def test_accuracy_vs_switch_epoch_from_interpolation_summary_rows():
+    from prs import experiments as ex
+
+    params = {"switch_epochs": [0, 2, None], "epochs": 4, "hybrid_model": "hybrid_tiny", "vit_model": "vit_smoke"}
+    top1 = {"E=0": [50.0, 52.0], "E=2": [60.0, 60.0], "never (CNN)": [70.0, 74.0], "vit_smoke": [40.0, 42.0]}
+    table = [{"label": label, "top1": t} for label, tops in top1.items() for t in tops]
+    curves = {(label,): {"high_freq": [-float(i)]} for i, label in enumerate(top1)}
+    rows = ex.interpolation_summary(params, table, curves)["rows"]
+    ax = plots.plot_accuracy_vs_switch_epoch(params, rows[::-1])  # rows are found by epoch, not by position
+    (hybrid,) = ax.containers
+    data_line, _, (bars,) = hybrid.lines
+    xs, ys = (np.asarray(values, dtype=float) for values in data_line.get_data())
+    np.testing.assert_allclose(xs, [0, 2, 4])  # never: drawn at the end of training
+    np.testing.assert_allclose(ys, [51.0, 60.0, 72.0])
+    np.testing.assert_allclose([seg[1][1] - seg[0][1] for seg in bars.get_segments()],
+                               [2 * 2 ** 0.5, 0.0, 4 * 2 ** 0.5])  # ± sample std
+    vit = [line for line in ax.get_lines() if line.get_label() == "vit_smoke"]
+    assert len(vit) == 1 and vit[0].get_linestyle() == "--" and set(vit[0].get_ydata()) == {41.0}
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2", "never"]
+    assert sorted(legend_labels(ax)) == ["hybrid_tiny", "vit_smoke"]
+    render(ax.figure)
+
+
 def test_switch_schedule_never_drawn_at_end_of_training():
     schedule = {"layer3.0.conv1": 40, "layer3.0.conv2": 30, "layer4.0.conv1": None}
     ax = plots.plot_switch_schedule(schedule, epochs=100, label="PRS")
@@ -230,3 +266,9 @@ def test_gate_diagnostics_accepts_layer_diagnostics_rows():
     gates = ax.get_lines()[0].get_ydata()
     assert np.isfinite(gates[:2]).all() and np.isnan(gates[2:]).all()  # unswitched layers: gaps
     render(ax.figure)
+
+
+def test_plots_does_not_import_experiments():
+    # prs.experiments imports prs.plots lazily; the other way round would make an import cycle
+    code = "import sys, prs.plots; assert 'prs.experiments' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
