@@ -16,6 +16,7 @@ torch.utils.flop_counter) give the model-FLOPs utilisation against the device's 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -131,6 +132,23 @@ def engine_loop(model_name, dataset, root, batch_size, device, switched, compile
     return model, run
 
 
+# The shared validators name config fields; `prs bench` sets them from these flags.
+FLAGS = {"train.device": "--device", "data.dataset": "--dataset", "data.root": "--root",
+         "train.batch_size": "--batch-size"}
+
+
+@contextlib.contextmanager
+def _flag_names():
+    """Re-raise a shared validator's UserError with bench's flags in place of the config fields."""
+    try:
+        yield
+    except UserError as e:
+        message = str(e)
+        for field, flag in FLAGS.items():
+            message = message.replace(field, flag)
+        raise UserError(message) from e
+
+
 def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, batch_size: int = 256,
           steps: int = 50, warmup: int = 10, rounds: int = 3, device: str = "auto", switched: bool = False,
           compile_model: bool = False, output: str | Path | None = "benchmarks/results.json") -> dict:
@@ -144,10 +162,11 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
         raise UserError(f"--warmup: must be >= 0, got {warmup}")
     if switched and not reparam.switchable_layers(models.create(model_name)):
         raise UserError(f"--switched: model '{model_name}' has no switchable layers; use a hybrid_* model")
-    dev = pick_device(device)
-    data.check_dataset_name(dataset)
-    sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
-             "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
+    with _flag_names():
+        dev = pick_device(device)
+        data.check_dataset_name(dataset)
+        sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
+                 "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
     rates: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for name, (_, run) in sides.items():

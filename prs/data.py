@@ -428,10 +428,12 @@ def _batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-def _check_nonempty(loader_name: str, n: int, batch_size: int, drop_last: bool):
+def _check_nonempty(n: int, batch_size: int, drop_last: bool, world_size: int):
+    # Said in config terms: users set train.batch_size and data.ratio, not the loader or drop_last.
     if _batches(n, batch_size, drop_last) == 0:
-        raise UserError(f"{loader_name}: {n} images per rank cannot fill one batch of {batch_size} "
-                        f"(last partial batch dropped); lower the batch size or raise data.ratio")
+        where = f" per rank (of {world_size})" if world_size > 1 else ""
+        raise UserError(f"{n} images{where} cannot fill one batch of {batch_size}, so an epoch would have zero "
+                        f"batches: lower train.batch_size or raise data.ratio (up to 1, or use a larger dataset)")
 
 
 # ----------------------------------------------------------------------------- device loader
@@ -529,7 +531,7 @@ class DeviceLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.epoch = 0
-        _check_nonempty("DeviceLoader", len(self.plan(0).order), batch_size, self.drop_last)
+        _check_nonempty(len(self.plan(0).order), batch_size, self.drop_last, world_size)
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -652,7 +654,7 @@ class TorchvisionLoader:
         self.channels_last = channels_last
         indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
         self.sampler = _EpochSampler(len(indices), seed, train, rank, world_size)
-        _check_nonempty("TorchvisionLoader", len(self.sampler), batch_size, train)
+        _check_nonempty(len(self.sampler), batch_size, train, world_size)
         self.loader = torch.utils.data.DataLoader(
             _SeededTransform(dataset, indices, transform, seed), batch_size=batch_size, sampler=self.sampler,
             num_workers=num_workers, drop_last=train, pin_memory=self.device.type == "cuda",

@@ -435,8 +435,10 @@ def test_distributed_shards_disjoint_equal_and_covering():
 
 
 def test_device_loader_input_errors():
-    with pytest.raises(UserError, match="cannot fill one batch"):
+    with pytest.raises(UserError, match="10 images cannot fill one batch of 16.*lower train.batch_size"):
         data.DeviceLoader(tiny_images(10), torch.zeros(10), 16, "cpu", train=True)
+    with pytest.raises(UserError, match=r"5 images per rank \(of 2\) cannot fill one batch of 8"):
+        data.DeviceLoader(tiny_images(10), torch.zeros(10), 8, "cpu", train=True, rank=1, world_size=2)
     with pytest.raises(UserError, match="rank"):
         data.DeviceLoader(tiny_images(10), torch.zeros(10), 2, "cpu", rank=2, world_size=2)
     with pytest.raises(ValueError, match="uint8"):
@@ -444,6 +446,17 @@ def test_device_loader_input_errors():
 
 
 # ----------------------------------------------------------------------------- torchvision loader, assembly
+
+
+@pytest.mark.parametrize("loader", ["device", "torchvision"])
+def test_too_few_images_for_one_batch_names_the_config_fields(data_root, loader):
+    cfg = DataConfig(dataset="synthetic", root=str(data_root), ratio=0.02, loader=loader)  # 100 images
+    with pytest.raises(UserError) as error:
+        data.build_loaders(cfg, 128, 500, "cpu", seed=0)
+    message = str(error.value)
+    assert "\n" not in message and "Loader" not in message and "drop" not in message
+    for part in ("100 images", "batch of 128", "zero batches", "lower train.batch_size", "raise data.ratio"):
+        assert part in message, (part, message)
 
 
 def test_torchvision_loader_reproducible_and_leaves_global_rng_alone(data_root):
