@@ -5,8 +5,9 @@ Both sides train the same registered model with the same batch size on the same 
   usual   torchvision CIFAR100 + DataLoader (workers = cores, PIL crop/flip/normalise) +
           plain AdamW + autocast (bf16 on CUDA) - the standard PyTorch recipe;
   engine  prs.data.DeviceLoader (uint8 data on the device, batched crop/flip there) + fused
-          AdamW + bf16 autocast + channels_last for convolutional models (+ torch.compile on
-          request), through prs.train.train_epoch, the step every run uses.
+          AdamW + bf16 autocast + channels_last for convolutional models + ConViT's attention
+          fused (prs.models.use_fused_attention) (+ torch.compile on request), through
+          prs.train.train_epoch, the step every run uses.
 
 They alternate (usual, engine, usual, engine, ...) so drifting clocks or a busy machine hit
 both alike; each round times `steps` steps after `warmup` untimed ones, and the medians are
@@ -74,8 +75,10 @@ class _Take:
         return itertools.islice(self.it, self.n)
 
 
-def make_model(name: str, device, switched: bool, channels_last: bool):
+def make_model(name: str, device, switched: bool, channels_last: bool, fused_attention: bool = False):
     model = models.create(name).to(device)
+    if fused_attention:
+        models.use_fused_attention(model)
     if switched:
         reparam.switch_to_attention(model, reparam.switchable_layers(model))
     if channels_last:
@@ -117,7 +120,7 @@ def engine_loop(model_name, dataset, root, batch_size, device, switched, compile
                     compile=compile_model)
     dcfg = DataConfig(dataset=dataset, root=root, loader="device", augment=AugmentConfig(crop_padding=4, flip=True))
     train_loader, _, _ = data.build_loaders(dcfg, batch_size, 1000, device, seed=0, channels_last=conv)
-    model = make_model(model_name, device, switched, channels_last=conv)
+    model = make_model(model_name, device, switched, channels_last=conv, fused_attention=True)
     opt = build_optimizer(model, t)
     sched = build_lr_scheduler(opt, t, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)

@@ -78,9 +78,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The registered model a config names (switchable stages only where the config sets them)."""
+    """The registered model a config names (switchable stages only where the config sets them),
+    with timm's ConViT attention swapped for its fused twin (same parameters and function)."""
     stages = {} if cfg.model.switchable_stages is None else {"switchable_stages": cfg.model.switchable_stages}
-    return models.create(cfg.model.name, num_classes=num_classes, drop_path=cfg.model.drop_path, **stages)
+    model = models.create(cfg.model.name, num_classes=num_classes, drop_path=cfg.model.drop_path, **stages)
+    return models.use_fused_attention(model)
 
 
 def compile_for_switches(net: nn.Module, switch_events: int, backend: str = "inductor") -> nn.Module:

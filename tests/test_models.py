@@ -1,5 +1,7 @@
 """Every registered model: forward/backward, shapes, uniform interface."""
 
+import copy
+
 import pytest
 import torch
 
@@ -81,3 +83,52 @@ def test_unknown_model_and_stages_on_a_non_hybrid():
 def test_vit_patch_size_is_a_parameter():
     model = models.create("vit_smoke", patch_size=2)
     assert model.patch_embed.num_patches == 256
+
+
+def _perturb_gpsa(model, seed=0):
+    """Move ConViT's gates and positional weights off their init, so that both terms matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "gating_param"):
+                m.gating_param.copy_(torch.randn(m.gating_param.shape, generator=g) * 2)
+                m.pos_proj.weight.copy_(torch.randn(m.pos_proj.weight.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("name", [n for n in models.names() if n.startswith("convit")])
+def test_fused_convit_attention_computes_timms_function(name):
+    """Same state dict keys, logits and gradients as timm's materialised GPSA/MHSA (in float64,
+    so that any difference beyond rounding shows)."""
+    torch.manual_seed(0)
+    stock = _perturb_gpsa(models.create(name)).double().train()
+    fused = models.use_fused_attention(copy.deepcopy(stock))
+    kinds = {type(b.attn).__name__ for b in fused.blocks}
+    assert kinds == {"FusedGPSA", "FusedMHSA"}, kinds
+    assert list(fused.state_dict()) == list(stock.state_dict())
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    out_stock, out_fused = stock(x), fused(x)
+    torch.testing.assert_close(out_fused, out_stock, atol=1e-10, rtol=1e-10)
+    out_stock.square().sum().backward()
+    out_fused.square().sum().backward()
+    stock_grads = {n: p.grad for n, p in stock.named_parameters()}
+    scale = max(g.abs().max().item() for g in stock_grads.values())
+    for pname, p in fused.named_parameters():
+        torch.testing.assert_close(p.grad, stock_grads[pname], atol=1e-10 * scale, rtol=1e-8,
+                                   msg=lambda m, n=pname: f"{n}: {m}")
+
+
+def test_fused_attention_leaves_other_models_alone():
+    for name in ("resnet_tiny", "vit_smoke", "hybrid_tiny"):
+        model = models.create(name)
+        before = [type(m) for m in model.modules()]
+        assert models.use_fused_attention(model) is model
+        assert [type(m) for m in model.modules()] == before
+
+
+def test_training_engine_uses_fused_convit_attention():
+    from prs.config import Config, ModelConfig
+    from prs.train import build_model
+
+    model = build_model(Config(model=ModelConfig(name="convit_smoke")), num_classes=10)
+    assert all(type(b.attn).__name__.startswith("Fused") for b in model.blocks)

@@ -40,3 +40,4 @@ def family(model: nn.Module) -> str:
 
 
 from prs.models import resnet, vit  # noqa: E402,F401  (registers the models)
+from prs.models.vit import use_fused_attention  # noqa: E402,F401
