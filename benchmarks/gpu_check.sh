@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU session (issue 4 benchmarks; issue 3's notebook check with --notebook).
 # Offline: synthetic CIFAR-format data, 50k train / 10k test images, written on the machine.
-#   bash benchmarks/gpu_check.sh [--hybrid|--notebook]     (results -> $OUT or benchmarks/out)
-# default: every issue-4 benchmark; --hybrid: a shorter run, only the switched hybrid against
-# ResNet-18, eager and compiled, plus the per-layer breakdown (benchmarks/gpsa_layer.py).
+#   bash benchmarks/gpu_check.sh [--attention|--notebook]     (results -> $OUT or benchmarks/out)
+# default: every issue-4 benchmark; --attention: a shorter run for the attention paths only -
+# the switched hybrid against ResNet-18 (eager and compiled), the per-layer breakdown
+# (benchmarks/gpsa_layer.py), and ConViT-Ti and DeiT-Ti (the engine fuses ConViT's attention).
 # Wheels for packages the GPU image lacks may be carried in .whl/ (installed to /tmp/site).
 set -uo pipefail
 OUT=${OUT:-benchmarks/out}
@@ -21,10 +22,12 @@ python3 -c "from prs import data; data.write_synthetic_cifar100('$PRS_DATA/synth
 
 bench() { timeout "${BENCH_TIMEOUT:-150}" python3 -m prs bench --output "$OUT/bench.json" --steps 30 --warmup 10 --rounds 2 "$@" 2>&1 | tail -2 | tee -a "$OUT/bench.txt"; }
 layers() { timeout 120 python3 benchmarks/gpsa_layer.py --output "$OUT/gpsa_layer.json" 2>&1 | tee "$OUT/gpsa_layer.txt"; }
-if [ "${1:-}" = "--hybrid" ]; then
+if [ "${1:-}" = "--attention" ]; then
   layers
   bench --model resnet18 --batch-size 512
   bench --model hybrid_resnet18 --batch-size 512 --switched
+  bench --model convit_tiny --batch-size 512
+  bench --model deit_tiny --batch-size 512
   BENCH_TIMEOUT=200 bench --model hybrid_resnet18 --batch-size 512 --switched --compile
 elif [ "${1:-}" != "--notebook" ]; then
   layers
