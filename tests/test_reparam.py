@@ -69,7 +69,6 @@ def test_softmax_over_image_keys_only_would_replicate():
     assert torch.allclose(p[4].sum(-1), torch.ones(9))  # the centre tap always stays inside
 
 
-
 def dense_positional(layer, h, w):
     """(heads, N, N) positional maps straight from the definition: one softmax per query over the
     whole zero-padded key grid, with the padding keys' columns dropped afterwards."""
