@@ -272,19 +272,24 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def parse_assignment(item: str, form: str = "key=value", example: str = "train.epochs=10") -> tuple[str, object]:
+    """One `--set` item, "NAME=YAML", as (name, value); a malformed one names `form` and `example`."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set '{item}': expected {form}, e.g. --set {example}")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UserError(f"--set '{item}': the value is not valid YAML") from None
+
+
 def parse_set(assignments: list[str]) -> dict:
     """Turn ["train.lr=0.1", "schedule={name: uniform, epoch: 3}"] into a nested mapping."""
     out: dict = {}
     for item in assignments:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set '{item}': expected key=value, e.g. --set train.epochs=10")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"--set '{item}': the value is not valid YAML") from None
+        key, value = parse_assignment(item)
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from prs import config as config_mod
 from prs import experiments
 from prs.errors import UserError
 
@@ -61,16 +62,8 @@ def add_parser(subparsers) -> None:
 
 
 def parse_overrides(assignments: list[str]) -> dict:
-    out = {}
-    for item in assignments:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise UserError(f"--set '{item}': expected NAME=VALUE, e.g. --set epochs=1")
-        try:
-            out[name.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"--set '{item}': the value is not valid YAML") from None
-    return out
+    """{parameter: value} from NAME=VALUE items (notebook parameters are flat, unlike config keys)."""
+    return dict(config_mod.parse_assignment(item, "NAME=VALUE", "epochs=1") for item in assignments)
 
 
 def plan_parameters(profile: str, notebooks: list[str], overrides: dict) -> dict[str, dict]:
