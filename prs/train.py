@@ -441,9 +441,6 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     except OSError as e:  # e.g. data.root is a file, or not writable for the synthetic set
         raise UserError(f"data.root: cannot read the data under '{data.data_root(cfg.data.root)}' "
                         f"({e.strerror or e}); point data.root at a data folder") from None
-    if len(train_loader) == 0:
-        raise UserError(f"train.batch_size: {t.batch_size} is larger than the training set "
-                        f"({data_info['train_size']} images at data.ratio={cfg.data.ratio}); lower it")
 
     model = build_model(cfg, data_info["num_classes"]).to(device)
     if world > 1:
