@@ -37,7 +37,6 @@ from prs.errors import UserError
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 NOTEBOOKS = ("01_data_scale", "02_fourier", "03_interpolation", "04_prs_cifar100")
-SMOKE_NOTE = "pipeline check — not evidence about the paper"
 
 # The paper's claims, one per notebook, in the words of its abstract (Lee et al. 2022, CC BY 4.0).
 # The abstract gives no numbers, so every number attributed to the paper in the book is "unknown".
@@ -444,6 +443,8 @@ class Verdict:
     sentence: str
 
     def markdown(self, profile: str) -> str:
+        from prs.plots import SMOKE_NOTE
+
         word = {True: "held", False: "did not hold", None: "could not be tested"}[self.held]
         note = f" *(profile `{profile}`: {SMOKE_NOTE}.)*" if profile == "smoke" else f" *(profile `{profile}`.)*"
         return f"**In this run the paper's claim {word}.** {self.sentence}{note}"
@@ -630,21 +631,6 @@ def interpolation_summary(params: Mapping, table: Sequence[Mapping], curves: Map
     for row, epoch in zip(rows, params["switch_epochs"]):
         row["switch_epoch"] = epoch
     return {"by_epoch": by_epoch, "vit": vit, "rows": rows}
-
-
-def panel_grid(n: int, ncols: int = 2, panel: tuple[float, float] = (5.0, 3.5)):
-    """A figure of n panels, `ncols` per row (a book page is about 10 inches wide); unused panels
-    are hidden. Returns (figure, list of n axes)."""
-    import matplotlib.pyplot as plt
-
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained",
-                             squeeze=False)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
 
 
 def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:

@@ -32,6 +32,19 @@ def _new_axes(ax, figsize=(5.0, 3.5)):
     return ax
 
 
+def panel_grid(n: int, ncols: int = 2, panel: tuple[float, float] = (5.0, 3.5)):
+    """A figure of n panels, `ncols` per row (a book page is about 10 inches wide); unused panels
+    are hidden. Returns (figure, list of n axes)."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained",
+                             squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def _require(row: Mapping, keys: Sequence[str], what: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:

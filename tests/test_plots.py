@@ -179,6 +179,16 @@ def test_accuracy_vs_switch_epoch_from_interpolation_summary_rows():
     render(ax.figure)
 
 
+def test_panel_grid_hides_unused_panels_and_sizes_by_panel():
+    fig, axes = plots.panel_grid(5, ncols=2, panel=(4.0, 3.0))
+    assert len(axes) == 5 and all(ax.get_visible() for ax in axes)
+    assert len(fig.axes) == 6 and not fig.axes[5].get_visible()  # 3 rows of 2, the last one unused
+    assert tuple(fig.get_size_inches()) == (8.0, 9.0)
+    fig, axes = plots.panel_grid(1, ncols=3)
+    assert len(fig.axes) == 1 and tuple(fig.get_size_inches()) == (5.0, 3.5)
+    plt.close("all")
+
+
 def test_switch_schedule_never_drawn_at_end_of_training():
     schedule = {"layer3.0.conv1": 40, "layer3.0.conv2": 30, "layer4.0.conv1": None}
     ax = plots.plot_switch_schedule(schedule, epochs=100, label="PRS")
