@@ -75,13 +75,18 @@ class _Take:
         return itertools.islice(self.it, self.n)
 
 
-def make_model(name: str, device, switched: bool, channels_last: bool, fused_attention: bool = False):
+def is_convolutional(model) -> bool:
+    return models.family(model) in ("resnet", "hybrid")
+
+
+def make_model(name: str, device, switched: bool, engine: bool):
+    """The benchmarked model; the engine's has ConViT's attention fused and, if convolutional, is channels_last."""
     model = models.create(name).to(device)
-    if fused_attention:
+    if engine:
         models.use_fused_attention(model)
     if switched:
         reparam.switch_to_attention(model, reparam.switchable_layers(model))
-    if channels_last:
+    if engine and is_convolutional(model):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -96,7 +101,7 @@ def usual_loop(model_name, dataset, root, batch_size, device, switched):
                                     T.Normalize(data.CIFAR100_MEAN, data.CIFAR100_STD)])
     loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=os.cpu_count(),
                         pin_memory=device.type == "cuda", persistent_workers=True)
-    model = make_model(model_name, device, switched, channels_last=False)
+    model = make_model(model_name, device, switched, engine=False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     amp = torch.bfloat16 if device.type == "cuda" else None
     batches = _cycle(loader)
@@ -115,12 +120,12 @@ def usual_loop(model_name, dataset, root, batch_size, device, switched):
 
 def engine_loop(model_name, dataset, root, batch_size, device, switched, compile_model):
     """The project's engine, stepped through prs.train.train_epoch."""
-    conv = models.family(models.create(model_name)) in ("resnet", "hybrid")
+    model = make_model(model_name, device, switched, engine=True)
+    conv = is_convolutional(model)
     t = TrainConfig(epochs=1000, batch_size=batch_size, lr=1e-3, weight_decay=0.05, channels_last=conv,
                     compile=compile_model)
     dcfg = DataConfig(dataset=dataset, root=root, loader="device", augment=AugmentConfig(crop_padding=4, flip=True))
     train_loader, _, _ = data.build_loaders(dcfg, batch_size, 1000, device, seed=0, channels_last=conv)
-    model = make_model(model_name, device, switched, channels_last=conv, fused_attention=True)
     opt = build_optimizer(model, t)
     sched = build_lr_scheduler(opt, t, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
