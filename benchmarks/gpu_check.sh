@@ -22,19 +22,19 @@ python3 -c "from prs import data; data.write_synthetic_cifar100('$PRS_DATA/synth
 
 bench() { timeout "${BENCH_TIMEOUT:-150}" python3 -m prs bench --output "$OUT/bench.json" --steps 30 --warmup 10 --rounds 2 "$@" 2>&1 | tail -2 | tee -a "$OUT/bench.txt"; }
 layers() { timeout 120 python3 benchmarks/gpsa_layer.py --output "$OUT/gpsa_layer.json" 2>&1 | tee "$OUT/gpsa_layer.txt"; }
-if [ "${1:-}" = "--attention" ]; then
+# The attention paths against ResNet-18 at batch 512 (both modes run these).
+attention() {
   layers
   bench --model resnet18 --batch-size 512
   bench --model hybrid_resnet18 --batch-size 512 --switched
-  bench --model convit_tiny --batch-size 512
   bench --model deit_tiny --batch-size 512
+  bench --model convit_tiny --batch-size 512
+}
+if [ "${1:-}" = "--attention" ]; then
+  attention
   BENCH_TIMEOUT=200 bench --model hybrid_resnet18 --batch-size 512 --switched --compile
 elif [ "${1:-}" != "--notebook" ]; then
-  layers
-  bench --model resnet18 --batch-size 512
-  bench --model hybrid_resnet18 --batch-size 512 --switched
-  bench --model deit_tiny --batch-size 512
-  bench --model convit_tiny --batch-size 512
+  attention
   bench --model resnet18 --batch-size 128
   # A real run: the standard 200-epoch ResNet-18 recipe, 3 epochs of it, eval included.
   timeout 200 python3 -m prs train --config sgd_cifar100 --set data.dataset=synthetic --set train.epochs=3 \
