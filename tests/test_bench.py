@@ -8,9 +8,9 @@ from prs import bench
 from prs.errors import UserError
 
 
-def test_bench_records_both_loops(tmp_path):
+def test_bench_records_both_loops(tmp_path, synthetic_root):
     out = tmp_path / "bench.json"
-    kw = dict(dataset="synthetic", root=str(tmp_path / "data"), batch_size=16, steps=2, warmup=1, rounds=1,
+    kw = dict(dataset="synthetic", root=str(synthetic_root), batch_size=16, steps=2, warmup=1, rounds=1,
               device="cpu", output=out)
     first = bench.bench("resnet_tiny", **kw)
     bench.bench("hybrid_tiny", switched=True, **kw)

@@ -17,15 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, tiny_config):
     """Input files and folders, outside the working directory the commands run in."""
     base = tmp_path_factory.mktemp("inputs")
-    data.write_synthetic_cifar100(base / "data" / "synthetic", train_per_class=4, test_per_class=2)
-    tiny = {"model": {"name": "hybrid_tiny", "switchable_stages": [3, 4]},
-            "data": {"dataset": "synthetic", "root": str(base / "data"), "ratio": 1.0},
-            "train": {"epochs": 3, "batch_size": 32, "device": "cpu"},
-            "schedule": {"name": "prs", "first": 2, "last": 1},
-            "run": {"root": "runs"}}  # relative: inside the working directory the test watches
+    tiny = tiny_config({"run": {"root": "runs"}})  # relative: inside the working directory the test watches
     (base / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     (base / "typo.yaml").write_text(yaml.safe_dump({**tiny, "trian": {"epochs": 3}}))
     (base / "list.yaml").write_text("- model\n- data\n")
@@ -92,7 +87,7 @@ CASES = {
     "bench bad int": (["bench", "--batch-size", "big"], ["--batch-size", "invalid int value"]),
     "bench unknown dataset": (["bench", "--dataset", "nonsense"], ["--dataset", "nonsense", "'cifar100', 'synthetic'"]),
     "bench unknown device": (["bench", "--device", "nonsense"], ["--device", "'nonsense' is not a device", "cpu"]),
-    "bench batch above data": (["bench", "--model", "resnet_tiny", "--root", "{base}/data", "--batch-size", "4096",
+    "bench batch above data": (["bench", "--model", "resnet_tiny", "--root", "{data}", "--batch-size", "4096",
                                 "--device", "cpu"], ["--batch-size", "batch of 4096", "zero batches"]),
     "bench missing dataset": (["bench", "--model", "resnet_tiny", "--dataset", "cifar100", "--root", "{base}/empty",
                                "--device", "cpu", "--steps", "1", "--warmup", "0", "--rounds", "1"],
@@ -122,7 +117,8 @@ def refuse(*_, **__):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, inputs, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, inputs, tiny_data_root, tmp_path, monkeypatch,
+                                                         capsys):
     argv, expected = CASES[name]
     if name.startswith(("unknown profile", "unknown notebook", "unknown parameter", "reproduce", "profile")):
         reproduce = pytest.importorskip("prs.reproduce", reason="prs reproduce is not written yet")
@@ -133,8 +129,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, inputs, tmp_path,
     # No network, whatever the machine has: torchvision's download fails as it does offline.
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.chdir(tmp_path)  # relative run, data and benchmark paths land here
-    before = snapshot(inputs)
-    code = run_main([a.replace("{base}", str(inputs)) for a in argv])
+    before = snapshot(inputs), snapshot(tiny_data_root)
+    code = run_main([a.replace("{base}", str(inputs)).replace("{data}", str(tiny_data_root)) for a in argv])
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == 2, err
@@ -146,7 +142,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, inputs, tmp_path,
     if argv[0] == "bench":  # the user typed flags: the error names them, not the config fields behind them
         assert not [field for field in bench.FLAGS if field in lines[0]], lines[0]
     assert list(tmp_path.iterdir()) == [], "bad input wrote something"
-    assert snapshot(inputs) == before and not (inputs / "executed").exists()
+    assert (snapshot(inputs), snapshot(tiny_data_root)) == before and not (inputs / "executed").exists()
 
 
 @pytest.mark.parametrize("argv, field", [

@@ -20,11 +20,9 @@ STD = torch.tensor(data.CIFAR100_STD).view(1, 3, 1, 1)
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """A data root holding the default synthetic set (written once for the module)."""
-    root = tmp_path_factory.mktemp("data")
-    data.load_datasets("synthetic", root)
-    return root
+def data_root(synthetic_root):
+    """A data root holding the default synthetic set (tests/conftest.py)."""
+    return synthetic_root
 
 
 @pytest.fixture(scope="module")

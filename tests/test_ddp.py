@@ -104,25 +104,19 @@ def test_gloo_sync_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path):
 # ----------------------------------------------------------------------------- torchrun end to end
 
 
-def tiny_config(data_root):
-    """BatchNorm and a switch in each epoch (the deepest layer from the start, the next at
-    epoch 1). SGD with a small LR keeps float-rounding differences from growing; no Mixup or
-    stochastic depth, whose draws are per rank by design."""
-    return {
-        "model": {"name": "hybrid_tiny", "switchable_stages": [3, 4]},
-        "data": {"dataset": "synthetic", "root": str(data_root), "ratio": 1.0},
-        "train": {"epochs": 2, "batch_size": 32, "eval_batch_size": 64, "optimizer": "sgd", "lr": 0.002,
-                  "weight_decay": 5.0e-4, "warmup_epochs": 0.5, "device": "cpu"},
-        "schedule": {"name": "prs", "first": 1, "last": 0},
-    }
+# BatchNorm and a switch in each epoch (the deepest layer from the start, the next at epoch 1).
+# SGD with a small LR keeps float-rounding differences from growing; no Mixup or stochastic
+# depth, whose draws are per rank by design.
+DDP = {"train": {"epochs": 2, "eval_batch_size": 64, "optimizer": "sgd", "lr": 0.002, "weight_decay": 5.0e-4,
+                 "warmup_epochs": 0.5},
+       "schedule": {"name": "prs", "first": 1, "last": 0}}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tiny_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    data.write_synthetic_cifar100(root / "data" / "synthetic", train_per_class=4, test_per_class=2)
     path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(root / "data")))
+    path.write_text(yaml.safe_dump(tiny_config(DDP)))
     return root, path
 
 

@@ -30,25 +30,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
 STABLE = ("epoch", "train_loss", "train_top1", "test_top1", "test_top5", "lr", "attention_layers")
 
 
-def tiny_config(data_root, epochs):
-    """hybrid_tiny with its two deepest stages switchable, switched at epochs 2 and 1 (PRS
-    order); Mixup/CutMix, label smoothing and stochastic depth on, so every RNG matters."""
-    return {
-        "model": {"name": "hybrid_tiny", "switchable_stages": [3, 4], "drop_path": 0.1},
-        "data": {"dataset": "synthetic", "root": str(data_root), "ratio": 1.0,
-                 "augment": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}},
-        "train": {"epochs": epochs, "batch_size": 32, "eval_batch_size": 200, "lr": 0.005, "warmup_epochs": 0.5,
-                  "device": "cpu"},
-        "schedule": {"name": "prs", "first": 2, "last": 1},
-    }
+# Mixup/CutMix, label smoothing and stochastic depth on, so that every RNG matters.
+EVERY_RNG = {"model": {"drop_path": 0.1}, "data": {"augment": {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}},
+             "train": {"eval_batch_size": 200, "lr": 0.005, "warmup_epochs": 0.5}}
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """A small synthetic set (400 train, 200 test images) where load_datasets looks for it."""
-    root = tmp_path_factory.mktemp("data")
-    data.write_synthetic_cifar100(root / "synthetic", train_per_class=4, test_per_class=2)
-    return root
+def every_rng_config(tiny_config, epochs):
+    """The shared tiny config (switches at epochs 2 and 1, PRS order) with every RNG in use."""
+    return tiny_config(config.merge(EVERY_RNG, {"train": {"epochs": epochs}}))
 
 
 def results_of(run_dir):
@@ -87,11 +76,11 @@ def assert_same_run(run_a, run_b):
 
 
 @pytest.fixture(scope="module")
-def cli_setup(data_root, tmp_path_factory):
+def cli_setup(tiny_config, tmp_path_factory):
     """A 4-epoch config file and its uninterrupted run, both through `python -m prs train`."""
     root = tmp_path_factory.mktemp("kill")
     path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(data_root, epochs=4)))
+    path.write_text(yaml.safe_dump(every_rng_config(tiny_config, epochs=4)))
     tick = time.monotonic()
     reference = run_cli(path, root / "reference")
     return path, reference, time.monotonic() - tick
@@ -166,14 +155,14 @@ def test_kill_at_random_moments_then_resume_is_exact(cli_setup, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def inproc(data_root, tmp_path_factory):
+def inproc(tiny_config, tmp_path_factory):
     """One thread (as the subprocesses), a 3-epoch config, its uninterrupted run and a run
     interrupted at the start of its third epoch (checkpoint after epoch 2, .prev after 1)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("inproc")
     path = root / "tiny3.yaml"
-    path.write_text(yaml.safe_dump(tiny_config(data_root, epochs=3)))
+    path.write_text(yaml.safe_dump(every_rng_config(tiny_config, epochs=3)))
     cfg = config.load(path, {"run": {"root": str(root / "reference")}})
     reference = Path(train.train(cfg, verbose=False)["run_dir"])
     with pytest.MonkeyPatch.context() as mp:

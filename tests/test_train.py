@@ -8,9 +8,9 @@ from prs import cli
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
+def smoke_run(tmp_path_factory, synthetic_root):
     root = tmp_path_factory.mktemp("smoke")
-    argv = ["train", "--config", "smoke", "--set", f"data.root={root / 'data'}", "--set", f"run.root={root / 'runs'}"]
+    argv = ["train", "--config", "smoke", "--set", f"data.root={synthetic_root}", "--set", f"run.root={root / 'runs'}"]
     assert cli.main(argv) == 0
     (run_dir,) = (root / "runs").iterdir()
     return run_dir, json.loads((run_dir / "results.json").read_text())
