@@ -75,8 +75,8 @@ class _Take:
         return itertools.islice(self.it, self.n)
 
 
-def is_convolutional(model) -> bool:
-    return models.family(model) in ("resnet", "hybrid")
+def is_convolutional(name: str) -> bool:
+    return models.family(name) in models.CONVOLUTIONAL
 
 
 def make_model(name: str, device, switched: bool, engine: bool):
@@ -86,7 +86,7 @@ def make_model(name: str, device, switched: bool, engine: bool):
         models.use_fused_attention(model)
     if switched:
         reparam.switch_to_attention(model, reparam.switchable_layers(model))
-    if engine and is_convolutional(model):
+    if engine and is_convolutional(name):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -121,7 +121,7 @@ def usual_loop(model_name, dataset, root, batch_size, device, switched):
 def engine_loop(model_name, dataset, root, batch_size, device, switched, compile_model):
     """The project's engine, stepped through prs.train.train_epoch."""
     model = make_model(model_name, device, switched, engine=True)
-    conv = is_convolutional(model)
+    conv = is_convolutional(model_name)
     t = TrainConfig(epochs=1000, batch_size=batch_size, lr=1e-3, weight_decay=0.05, channels_last=conv,
                     compile=compile_model)
     dcfg = DataConfig(dataset=dataset, root=root, loader="device", augment=AugmentConfig(crop_padding=4, flip=True))
@@ -161,15 +161,15 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
           steps: int = 50, warmup: int = 10, rounds: int = 3, device: str = "auto", switched: bool = False,
           compile_model: bool = False, output: str | Path | None = "benchmarks/results.json") -> dict:
     """Time both loops, alternating; append the record to `output` (JSON list); return it."""
-    if model_name not in models.names():
-        raise UserError(f"--model: unknown model '{model_name}'; choose one of {', '.join(models.names())}")
+    models.check_name(model_name, setting="--model")
     for name, value in {"--steps": steps, "--rounds": rounds, "--batch-size": batch_size}.items():
         if value <= 0:
             raise UserError(f"{name}: must be > 0, got {value}")
     if warmup < 0:
         raise UserError(f"--warmup: must be >= 0, got {warmup}")
-    if switched and not reparam.switchable_layers(models.create(model_name)):
-        raise UserError(f"--switched: model '{model_name}' has no switchable layers; use a hybrid_* model")
+    if switched and models.family(model_name) != "hybrid":
+        raise UserError(f"--switched: model '{model_name}' has no switchable layers; use a hybrid model "
+                        f"({', '.join(models.names('hybrid'))})")
     with _flag_names():
         dev = pick_device(device)
         data.check_dataset_name(dataset)

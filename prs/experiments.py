@@ -122,8 +122,10 @@ class Trial:
 
 
 def is_hybrid(model: str) -> bool:
-    """Hybrid models are registered as hybrid_* (prs.models): the ones with switchable layers."""
-    return model.startswith("hybrid_")
+    """Models of the registry's "hybrid" family: the ones with switchable layers."""
+    from prs import models
+
+    return models.family(model) == "hybrid"
 
 
 def make_config(params: Mapping, model: str, *, ratio: float, seed: int, schedule: dict | None = None) -> Config:

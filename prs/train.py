@@ -451,7 +451,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     sched = schedule.create(cfg.schedule, epochs=t.epochs)
     if sched.name != "never" and not layers:
         raise UserError(f"schedule '{sched.name}': model '{cfg.model.name}' has no switchable layers; "
-                        "use a hybrid_* model or schedule 'never'")
+                        f"use a hybrid model ({', '.join(models.names('hybrid'))}) or schedule 'never'")
     switch_epochs = sched.switch_epochs(layers)
 
     optimizer = build_optimizer(model, t, cfg.switch.gate_lr_scale)
@@ -468,7 +468,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
 
     results = {
         "config": config_mod.to_dict(cfg), "config_hash": config_mod.config_hash(cfg), "run_dir": str(run_dir),
-        "model": {"name": cfg.model.name, "family": models.family(model),
+        "model": {"name": cfg.model.name, "family": models.family(cfg.model.name),
                   "parameters": sum(p.numel() for p in model.parameters()), "switchable_layers": layers},
         "data": data_info, "schedule": sched.to_dict(), "switch_epochs": switch_epochs, "switch_events": [],
         "history": [], "final": None, "wall_time_s": 0.0, "throughput_img_s": None, "commit": git_commit(),

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from prs import experiments as ex
+from prs import models
 from prs.errors import UserError
 
 
@@ -77,7 +78,7 @@ def test_data_scale_trials_cover_the_grid_and_only_hybrids_switch():
     assert len(trials) == len(params["models"]) * len(params["ratios"]) * len(params["seeds"])
     for t in trials:
         assert t.config.data.ratio == t.key["ratio"] and t.config.model.name == t.key["model"]
-        if t.key["model"].startswith("hybrid_"):
+        if models.family(t.key["model"]) == "hybrid":
             assert t.config.schedule == params["hybrid_schedule"]
             assert t.config.model.switchable_stages == params["switchable_stages"]
         else:

@@ -341,9 +341,9 @@ def test_explicit_blocks_and_errors(images):
 
 # ---------------------------------------------------------------- every registered model
 
-def expected_layout(model):
+def expected_layout(name, model):
     """Names and sizes of the analysed blocks, from the model's structure (32x32 input)."""
-    if prs.models.family(model) in ("resnet", "hybrid"):
+    if prs.models.family(name) in ("resnet", "hybrid"):
         names, sizes = ["stem"], [[32, 32]]
         for stage in range(1, 5):
             side = 32 // 2 ** (stage - 1)  # CIFAR stem: stages at 32/16/8/4
@@ -367,12 +367,12 @@ def expected_hybrid_kind(block):
 def test_curves_for_every_registered_model(name):
     model = prs.models.create(name, num_classes=10)
     curves = fourier_curves(model, torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    names, sizes = expected_layout(model)
+    names, sizes = expected_layout(name, model)
     assert curves["names"] == names
     assert curves["sizes"] == sizes
     assert [len(f) for f in curves["freqs"]] == [h // 2 for h, _ in sizes]
     assert all(d[0] == 0.0 and all(math.isfinite(v) for v in d) for d in curves["delta_f"])
-    family = prs.models.family(model)
+    family = prs.models.family(name)
     if family in ("vit", "convit"):
         assert curves["kinds"] == ["embed"] + ["attention"] * (len(names) - 1)
     else:  # nothing switched yet: hybrids look like their ResNet

@@ -20,10 +20,32 @@ def test_forward_backward(name):
     logits.sum().backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
-    assert models.family(model) in ("resnet", "hybrid", "vit", "convit")
+    assert models.family(name) in ("resnet", "hybrid", "vit", "convit")
+    assert not hasattr(model, "prs_family") and not hasattr(model, "prs_name"), "the registry stamps no instance"
+    # Exactly the hybrids have layers a schedule can switch.
+    assert bool(reparam.switchable_layers(model)) == (models.family(name) == "hybrid")
 
 
-@pytest.mark.parametrize("name", [n for n in models.names() if n.startswith("hybrid")])
+def test_registry_knows_each_models_family():
+    assert models.names(family="hybrid") == ["hybrid_resnet18", "hybrid_resnet50", "hybrid_tiny"]
+    assert models.names(family="convit") == ["convit_small", "convit_smoke", "convit_tiny"]
+    assert sorted(n for f in models.FAMILIES for n in models.names(family=f)) == models.names()
+    assert [models.family(n) for n in ("resnet18", "hybrid_tiny", "deit_tiny", "convit_tiny")] == \
+        ["resnet", "hybrid", "vit", "convit"]
+    with pytest.raises(UserError, match="unknown model 'resnet19'"):
+        models.family("resnet19")
+    with pytest.raises(UserError, match="--model: unknown model"):
+        models.check_name("resnet19", setting="--model")
+
+
+def test_register_refuses_an_unknown_family_and_a_second_name():
+    with pytest.raises(ValueError, match="family 'cnn'"):
+        models.register(family="cnn")
+    with pytest.raises(ValueError, match="registered twice"):
+        models.register(family="resnet")(models.resnet.resnet18)
+
+
+@pytest.mark.parametrize("name", models.names(family="hybrid"))
 def test_hybrids_forward_backward_after_switching_everything(name):
     model = models.create(name, num_classes=10)
     reparam.switch_to_attention(model, reparam.switchable_layers(model))
@@ -96,7 +118,7 @@ def _perturb_gpsa(model, seed=0):
     return model
 
 
-@pytest.mark.parametrize("name", [n for n in models.names() if n.startswith("convit")])
+@pytest.mark.parametrize("name", models.names(family="convit"))
 def test_fused_convit_attention_computes_timms_function(name):
     """Same state dict keys, logits and gradients as timm's materialised GPSA/MHSA (in float64,
     so that any difference beyond rounding shows)."""

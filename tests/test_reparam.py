@@ -142,7 +142,7 @@ def test_positional_term_costs_n_times_h_plus_w_not_n_squared():
         assert attention_flops(size) == content + projections + separable
 
 
-HYBRIDS = [n for n in models.names() if n.startswith("hybrid")]
+HYBRIDS = models.names(family="hybrid")
 
 
 def _pair(name, subset_fn):
@@ -321,5 +321,5 @@ def test_bad_switch_requests():
 
 def test_non_hybrids_have_no_switchable_layers():
     for name in models.names():
-        if not name.startswith("hybrid") and not name.endswith(("small", "50")):
+        if models.family(name) != "hybrid" and not name.endswith(("small", "50")):
             assert reparam.switchable_layers(models.create(name)) == []

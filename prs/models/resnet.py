@@ -32,15 +32,12 @@ def cifar_resnet(block, layers, channels=(64, 128, 256, 512), num_classes=100, d
     model.conv1 = nn.Conv2d(3, stem, kernel_size=3, stride=1, padding=1, bias=False)
     model.bn1 = nn.BatchNorm2d(stem)
     model.maxpool = nn.Identity()
-    model.prs_family = "resnet"
     if hybrid:
         stages = DEFAULT_SWITCHABLE_STAGES if switchable_stages is None else tuple(switchable_stages)
         bad = [s for s in stages if s not in (1, 2, 3, 4)]
         if bad or not stages:
             raise UserError(f"model.switchable_stages: stages are 1, 2, 3, 4; got {list(stages)}")
         make_switchable(model, stages)
-        model.prs_family = "hybrid"
-        model.switchable_stages = stages
     return model
 
 
@@ -56,39 +53,34 @@ def make_switchable(model: ResNet, stages) -> None:
 
 # -- plain CIFAR ResNets -------------------------------------------------------------------
 
-@register
-def resnet_tiny(num_classes=100, drop_path=0.0, switchable_stages=None):
+@register(family="resnet")
+def resnet_tiny(**kwargs):
     """CPU smoke model: one BasicBlock per stage, widths 16/32/64/128."""
-    return cifar_resnet(BasicBlock, [1, 1, 1, 1], (16, 32, 64, 128), num_classes, drop_path, switchable_stages)
+    return cifar_resnet(BasicBlock, [1, 1, 1, 1], (16, 32, 64, 128), **kwargs)
 
 
-@register
-def resnet18(num_classes=100, drop_path=0.0, switchable_stages=None):
-    return cifar_resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, drop_path=drop_path,
-                        switchable_stages=switchable_stages)
+@register(family="resnet")
+def resnet18(**kwargs):
+    return cifar_resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register
-def resnet50(num_classes=100, drop_path=0.0, switchable_stages=None):
-    return cifar_resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, drop_path=drop_path,
-                        switchable_stages=switchable_stages)
+@register(family="resnet")
+def resnet50(**kwargs):
+    return cifar_resnet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
 # -- hybrids: the same networks with switchable convolutions --------------------------------
 
-@register
-def hybrid_tiny(num_classes=100, drop_path=0.0, switchable_stages=None):
-    return cifar_resnet(BasicBlock, [1, 1, 1, 1], (16, 32, 64, 128), num_classes, drop_path, switchable_stages,
-                        hybrid=True)
+@register(family="hybrid")
+def hybrid_tiny(**kwargs):
+    return cifar_resnet(BasicBlock, [1, 1, 1, 1], (16, 32, 64, 128), hybrid=True, **kwargs)
 
 
-@register
-def hybrid_resnet18(num_classes=100, drop_path=0.0, switchable_stages=None):
-    return cifar_resnet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, drop_path=drop_path,
-                        switchable_stages=switchable_stages, hybrid=True)
+@register(family="hybrid")
+def hybrid_resnet18(**kwargs):
+    return cifar_resnet(BasicBlock, [2, 2, 2, 2], hybrid=True, **kwargs)
 
 
-@register
-def hybrid_resnet50(num_classes=100, drop_path=0.0, switchable_stages=None):
-    return cifar_resnet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, drop_path=drop_path,
-                        switchable_stages=switchable_stages, hybrid=True)
+@register(family="hybrid")
+def hybrid_resnet50(**kwargs):
+    return cifar_resnet(Bottleneck, [3, 4, 6, 3], hybrid=True, **kwargs)

@@ -27,51 +27,47 @@ def _no_stages(switchable_stages):
 
 def vit(embed_dim, depth, num_heads, num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
     _no_stages(switchable_stages)
-    model = VisionTransformer(img_size=32, patch_size=patch_size, num_classes=num_classes, embed_dim=embed_dim,
-                              depth=depth, num_heads=num_heads, drop_path_rate=drop_path)
-    model.prs_family = "vit"
-    return model
+    return VisionTransformer(img_size=32, patch_size=patch_size, num_classes=num_classes, embed_dim=embed_dim,
+                             depth=depth, num_heads=num_heads, drop_path_rate=drop_path)
 
 
 def convit(head_dim, depth, num_heads, local_up_to_layer, num_classes=100, drop_path=0.0, patch_size=4,
            locality_strength=1.0, switchable_stages=None):
     _no_stages(switchable_stages)
     # timm's ConVit takes the per-head width as `embed_dim` and multiplies it by num_heads.
-    model = ConVit(img_size=32, patch_size=patch_size, num_classes=num_classes, embed_dim=head_dim, depth=depth,
-                   num_heads=num_heads, local_up_to_layer=local_up_to_layer, locality_strength=locality_strength,
-                   drop_path_rate=drop_path)
-    model.prs_family = "convit"
-    return model
+    return ConVit(img_size=32, patch_size=patch_size, num_classes=num_classes, embed_dim=head_dim, depth=depth,
+                  num_heads=num_heads, local_up_to_layer=local_up_to_layer, locality_strength=locality_strength,
+                  drop_path_rate=drop_path)
 
 
-@register
-def vit_smoke(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return vit(64, 3, 4, num_classes, drop_path, patch_size, switchable_stages)
+@register(family="vit")
+def vit_smoke(**kwargs):
+    return vit(64, 3, 4, **kwargs)
 
 
-@register
-def deit_tiny(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return vit(192, 12, 3, num_classes, drop_path, patch_size, switchable_stages)
+@register(family="vit")
+def deit_tiny(**kwargs):
+    return vit(192, 12, 3, **kwargs)
 
 
-@register
-def deit_small(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return vit(384, 12, 6, num_classes, drop_path, patch_size, switchable_stages)
+@register(family="vit")
+def deit_small(**kwargs):
+    return vit(384, 12, 6, **kwargs)
 
 
-@register
-def convit_smoke(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return convit(16, 3, 4, 2, num_classes, drop_path, patch_size, switchable_stages=switchable_stages)
+@register(family="convit")
+def convit_smoke(**kwargs):
+    return convit(16, 3, 4, 2, **kwargs)
 
 
-@register
-def convit_tiny(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return convit(48, 12, 4, 10, num_classes, drop_path, patch_size, switchable_stages=switchable_stages)
+@register(family="convit")
+def convit_tiny(**kwargs):
+    return convit(48, 12, 4, 10, **kwargs)
 
 
-@register
-def convit_small(num_classes=100, drop_path=0.0, patch_size=4, switchable_stages=None):
-    return convit(48, 12, 9, 10, num_classes, drop_path, patch_size, switchable_stages=switchable_stages)
+@register(family="convit")
+def convit_small(**kwargs):
+    return convit(48, 12, 9, 10, **kwargs)
 
 
 # ----------------------------------------------------------------------------- fused attention
