@@ -2,8 +2,10 @@
 
 A config is data. It is read from YAML with `yaml.safe_load` (nothing is evaluated),
 checked field by field against the dataclasses below (unknown keys, wrong types and
-out-of-range values are a `UserError` naming the field), and hashed so that a run
-directory belongs to exactly one config.
+out-of-range values are a `UserError` naming the field; model, schedule and dataset names
+are checked against their registries), and hashed so that a run directory belongs to
+exactly one config. The schedule is typed (`prs.schedule.ScheduleSpec`) but written and
+hashed in its YAML form, `{name: prs, first: 2, last: 1}`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
 import yaml
 
+from prs import data, models
 from prs.errors import UserError
+from prs.schedule import ScheduleSpec
 
 
 @dataclass
@@ -102,7 +104,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "never"})
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     switch: SwitchConfig = field(default_factory=SwitchConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -145,10 +147,8 @@ def _coerce(value, tp, where: str):
         if not isinstance(value, list):
             raise UserError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+    if tp is ScheduleSpec:
+        return ScheduleSpec.from_dict(value)
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -160,16 +160,16 @@ def _coerce(value, tp, where: str):
     return value
 
 
-def _from_dict(cls, data, where: str):
-    if not isinstance(data, dict):
-        raise UserError(f"{where or 'config'}: expected a mapping of keys to values, got {data!r}")
+def _from_dict(cls, mapping, where: str):
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping of keys to values, got {mapping!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
+    unknown = [k for k in mapping if k not in names]
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
         raise UserError(f"unknown config key '{key}'; allowed keys here: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in mapping.items()}
     return cls(**kwargs)
 
 
@@ -204,17 +204,8 @@ def _validate(cfg: Config) -> Config:
         raise UserError(f"train.batch_size: Mixup/CutMix pair images, so the batch size must be even, got {t.batch_size}")
     if d.augment.randaugment and d.loader != "torchvision":
         raise UserError("data.augment.randaugment: needs data.loader 'torchvision' (RandAugment runs on PIL images)")
-    if "name" not in cfg.schedule:
-        raise UserError("schedule.name: missing; e.g. schedule: {name: never}")
-    # Model and schedule names are checked against their registries here so that a typo
-    # fails before anything is written.
-    from prs import models, schedule
-
-    if cfg.model.name not in models.names():
-        raise UserError(f"model.name: unknown model '{cfg.model.name}'; choose one of {', '.join(models.names())}")
-    schedule.create(cfg.schedule, epochs=t.epochs)  # raises UserError on a bad schedule
-    from prs import data
-
+    models.check_name(cfg.model.name)
+    cfg.schedule.within(t.epochs)
     data.check_dataset_name(d.dataset)
     return cfg
 
@@ -222,13 +213,15 @@ def _validate(cfg: Config) -> Config:
 # ----------------------------------------------------------------------------- public API
 
 
-def from_dict(data: dict) -> Config:
+def from_dict(mapping: dict) -> Config:
     """Build and validate a Config from a (possibly partial) nested mapping."""
-    return _validate(_from_dict(Config, data, ""))
+    return _validate(_from_dict(Config, mapping, ""))
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    """The config as plain data (what config.yaml holds and the hash is taken of)."""
+    return {f.name: cfg.schedule.to_dict() if f.name == "schedule" else dataclasses.asdict(getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)}
 
 
 def preset_names() -> list[str]:

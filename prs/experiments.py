@@ -31,6 +31,7 @@ import yaml
 from prs import config as config_mod
 from prs.config import Config
 from prs.errors import UserError
+from prs.schedule import ScheduleSpec
 
 # timm imports huggingface_hub, which imports tqdm.auto; in a kernel without ipywidgets that warns
 # "IProgress not found" into every notebook. The notebooks show no progress bars under papermill.
@@ -290,15 +291,6 @@ def run_grid(trials: Sequence[Trial], *, force: bool = False, progress: bool | N
 # ----------------------------------------------------------------------------- tables
 
 
-def schedule_label(spec: Mapping) -> str:
-    name = spec.get("name", "?")
-    if name == "uniform":
-        return f"uniform(E={spec['epoch']})"
-    if name in ("prs", "reverse"):
-        return f"{name}({spec['first']}→{spec['last']})"
-    return name
-
-
 def results_table(results: Iterable[Mapping]) -> list[dict]:
     """One flat row per run: label, model, family, ratio, seed, schedule, top1, top5, sizes, timings.
 
@@ -313,7 +305,7 @@ def results_table(results: Iterable[Mapping]) -> list[dict]:
             "family": r["model"]["family"],
             "ratio": cfg["data"]["ratio"],
             "seed": cfg["train"]["seed"],
-            "schedule": schedule_label(r["schedule"]),
+            "schedule": ScheduleSpec.from_dict(r["schedule"]).label,
             "top1": r["final"]["test_top1"],
             "top5": r["final"]["test_top5"],
             "train_size": r["data"]["train_size"],

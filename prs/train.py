@@ -40,7 +40,7 @@ from torch import nn
 
 import prs
 from prs import config as config_mod
-from prs import data, models, reparam, schedule
+from prs import data, models, reparam
 from prs.config import Config, TrainConfig
 from prs.errors import UserError
 
@@ -448,7 +448,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     layers = reparam.switchable_layers(model)
-    sched = schedule.create(cfg.schedule, epochs=t.epochs)
+    sched = cfg.schedule  # checked against the run's length by the config
     if sched.name != "never" and not layers:
         raise UserError(f"schedule '{sched.name}': model '{cfg.model.name}' has no switchable layers; "
                         f"use a hybrid model ({', '.join(models.names('hybrid'))}) or schedule 'never'")

@@ -55,7 +55,7 @@ def test_parse_set_then_load_applies_overrides():
     overrides = ["train.epochs=16", "train.lr=0.01", "schedule={name: uniform, epoch: 15}"]
     cfg = config.load("smoke", config.parse_set(overrides))
     assert (cfg.train.epochs, cfg.train.lr) == (16, 0.01)
-    assert cfg.schedule == {"name": "uniform", "epoch": 15}
+    assert cfg.schedule.to_dict() == {"name": "uniform", "epoch": 15} and cfg.schedule.label == "uniform(E=15)"
     assert cfg.model == preset.model and cfg.data == preset.data  # the rest comes from the preset
 
 

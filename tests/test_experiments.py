@@ -79,10 +79,10 @@ def test_data_scale_trials_cover_the_grid_and_only_hybrids_switch():
     for t in trials:
         assert t.config.data.ratio == t.key["ratio"] and t.config.model.name == t.key["model"]
         if models.family(t.key["model"]) == "hybrid":
-            assert t.config.schedule == params["hybrid_schedule"]
+            assert t.config.schedule.to_dict() == params["hybrid_schedule"]
             assert t.config.model.switchable_stages == params["switchable_stages"]
         else:
-            assert t.config.schedule == {"name": "never"} and t.config.model.switchable_stages is None
+            assert t.config.schedule.to_dict() == {"name": "never"} and t.config.model.switchable_stages is None
     bad = {**params, "reference": "deit_small"}
     with pytest.raises(UserError, match="reference"):
         ex.data_scale_trials(bad)
@@ -90,7 +90,7 @@ def test_data_scale_trials_cover_the_grid_and_only_hybrids_switch():
 
 def test_interpolation_trials_map_switch_epochs_to_schedules():
     params = ex.notebook_parameters("smoke", "03_interpolation")
-    schedules = {t.key["label"]: t.config.schedule for t in ex.interpolation_trials(params)}
+    schedules = {t.key["label"]: t.config.schedule.to_dict() for t in ex.interpolation_trials(params)}
     assert schedules["E=0"] == {"name": "from_start"}
     assert schedules["E=1"] == {"name": "uniform", "epoch": 1}
     assert schedules["never (CNN)"] == {"name": "never"}

@@ -61,3 +61,34 @@ def test_every_registered_schedule_builds():
     for name in schedule.names():
         got = epochs_of({"name": name, **params.get(name, {})}, epochs=3)
         assert len(got) == 5 and all(e is None or 0 <= e < 3 for e in got)
+
+
+def test_spec_labels_name_each_schedule_for_tables():
+    labels = {"never": "never", "from_start": "from_start"}
+    specs = {"uniform": ({"epoch": 3}, "uniform(E=3)"), "prs": ({"first": 2, "last": 1}, "prs(2→1)"),
+             "reverse": ({"first": 1, "last": 2}, "reverse(1→2)")}
+    for name in schedule.names():
+        params, label = specs.get(name, ({}, labels.get(name)))
+        assert schedule.ScheduleSpec(name, params).label == label, name
+
+
+def test_spec_is_checked_when_made_and_against_the_run_once():
+    spec = schedule.ScheduleSpec.from_dict({"name": "uniform", "epoch": 9})  # no run length needed yet
+    assert spec == schedule.ScheduleSpec("uniform", {"epoch": 9}) and spec.to_dict() == {"name": "uniform", "epoch": 9}
+    assert spec.within(10) is spec
+    with pytest.raises(UserError, match="schedule.epoch: switch epoch 9 is outside the run; allowed 0..2"):
+        spec.within(3)
+    with pytest.raises(UserError, match="missing: last"):
+        schedule.ScheduleSpec("prs", {"first": 2})
+    with pytest.raises(UserError, match="schedule: expected a mapping"):
+        schedule.ScheduleSpec.from_dict("prs")
+
+
+def test_config_holds_the_typed_spec_and_writes_its_yaml_form():
+    from prs import config
+
+    cfg = config.from_dict({"train": {"epochs": 4}, "schedule": {"name": "prs", "first": 3, "last": 1}})
+    assert isinstance(cfg.schedule, schedule.ScheduleSpec) and cfg.schedule.label == "prs(3→1)"
+    assert config.to_dict(cfg)["schedule"] == {"name": "prs", "first": 3, "last": 1}
+    assert list(config.to_dict(cfg)) == ["model", "data", "train", "schedule", "switch", "run"]
+    assert config.from_dict({}).schedule == schedule.ScheduleSpec("never")
