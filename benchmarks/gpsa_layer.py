@@ -82,7 +82,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--output", default="benchmarks/out/gpsa_layer.json")
     args = p.parse_args()
-    device = pick_device(args.device)
+    device = pick_device(args.device, setting="--device")
     cuda = device.type == "cuda"
     batch = args.batch or (512 if cuda else 8)
     repeats = args.repeats or (10 if cuda else 2)

@@ -17,7 +17,6 @@ torch.utils.flop_counter) give the model-FLOPs utilisation against the device's 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -36,6 +35,8 @@ from prs.train import atomic_write_text, autocast_dtype, build_lr_scheduler, bui
 
 # Dense bf16 tensor-core peaks (vendor figures, FLOP/s) for the model-FLOPs utilisation.
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
+# What the shared checks call the settings they refuse: bench's flags (it has no data ratio).
+FLAG_NAMES = data.SettingNames(batch_size="--batch-size", ratio=None)
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -125,7 +126,8 @@ def engine_loop(model_name, dataset, root, batch_size, device, switched, compile
     t = TrainConfig(epochs=1000, batch_size=batch_size, lr=1e-3, weight_decay=0.05, channels_last=conv,
                     compile=compile_model)
     dcfg = DataConfig(dataset=dataset, root=root, loader="device", augment=AugmentConfig(crop_padding=4, flip=True))
-    train_loader, _, _ = data.build_loaders(dcfg, batch_size, 1000, device, seed=0, channels_last=conv)
+    train_loader, _, _ = data.build_loaders(dcfg, batch_size, 1000, device, seed=0, channels_last=conv,
+                                            names=FLAG_NAMES)
     opt = build_optimizer(model, t)
     sched = build_lr_scheduler(opt, t, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
@@ -138,23 +140,6 @@ def engine_loop(model_name, dataset, root, batch_size, device, switched, compile
         _, step[0] = train_epoch(net, _Take(batches, steps), opt, sched, scaler, torch.nn.CrossEntropyLoss(), None,
                                  t, amp, device, step[0])
     return model, run
-
-
-# The shared validators name config fields; `prs bench` sets them from these flags.
-FLAGS = {"train.device": "--device", "data.dataset": "--dataset", "data.root": "--root",
-         "train.batch_size": "--batch-size"}
-
-
-@contextlib.contextmanager
-def _flag_names():
-    """Re-raise a shared validator's UserError with bench's flags in place of the config fields."""
-    try:
-        yield
-    except UserError as e:
-        message = str(e)
-        for field, flag in FLAGS.items():
-            message = message.replace(field, flag)
-        raise UserError(message) from e
 
 
 def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, batch_size: int = 256,
@@ -170,11 +155,10 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
     if switched and models.family(model_name) != "hybrid":
         raise UserError(f"--switched: model '{model_name}' has no switchable layers; use a hybrid model "
                         f"({', '.join(models.names('hybrid'))})")
-    with _flag_names():
-        dev = pick_device(device)
-        data.check_dataset_name(dataset)
-        sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
-                 "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
+    dev = pick_device(device, setting="--device")
+    data.check_dataset_name(dataset, setting="--dataset")
+    sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
+             "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
     rates: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for name, (_, run) in sides.items():

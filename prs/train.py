@@ -60,15 +60,16 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.run.root) / f"{cfg.model.name}-{config_mod.config_hash(cfg)}"
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, setting: str = "train.device") -> torch.device:
+    """The torch device `name` asks for ("auto": CUDA when visible); errors name `setting`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device: '{name}' asked for, but no CUDA GPU is visible; use train.device=cpu or auto")
+        raise UserError(f"{setting}: '{name}' asked for, but no CUDA GPU is visible; use cpu or auto")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise UserError(f"train.device: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"{setting}: '{name}' is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -11,7 +11,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.datasets import CIFAR100
 
-from prs import data
+from prs import config, data
 from prs.config import AugmentConfig, DataConfig
 from prs.errors import UserError
 
@@ -100,7 +100,7 @@ def test_synthetic_write_is_atomic(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_dump(obj, f, protocol=protocol)
 
-    monkeypatch.setattr(data.pickle, "dump", failing_dump)
+    monkeypatch.setattr(pickle, "dump", failing_dump)
     with pytest.raises(OSError, match="disk full"):
         data.write_synthetic_cifar100(tmp_path, train_per_class=1, test_per_class=1)
     assert list(tmp_path.iterdir()) == []  # neither a half-written dataset nor a temp folder
@@ -507,9 +507,10 @@ def test_build_loaders_device_path(data_root):
 def test_build_loaders_config_errors(data_root):
     with pytest.raises(UserError, match="data.image_size"):
         data.build_loaders(DataConfig(dataset="synthetic", root=str(data_root), image_size=64), 8, 8, "cpu", 0)
+    # What a single config can say is checked once, by the config, before any data is read.
     with pytest.raises(UserError, match="randaugment"):
-        cfg = DataConfig(dataset="synthetic", root=str(data_root), augment=AugmentConfig(randaugment="rand-m9-n2"))
-        data.build_loaders(cfg, 8, 8, "cpu", 0)
+        config.from_dict({"data": {"dataset": "synthetic", "root": str(data_root),
+                                   "augment": {"randaugment": "rand-m9-n2"}}})
 
 
 def test_build_mixup():
@@ -519,8 +520,8 @@ def test_build_mixup():
     _, soft = mixup(x, y)
     assert soft.shape == (4, 10) and torch.allclose(soft.sum(1), torch.ones(4))
     assert soft.min() >= 0.1 / 10 - 1e-6  # label smoothing reached the targets
-    with pytest.raises(UserError, match="even batch size"):
-        data.build_mixup(AugmentConfig(cutmix=1.0), 10, batch_size=7)
+    with pytest.raises(UserError, match="train.batch_size.*even"):
+        config.from_dict({"data": {"augment": {"cutmix": 1.0}}, "train": {"batch_size": 7}})
 
 
 def test_sample_images(data_root, data_synthetic):
@@ -535,3 +536,15 @@ def test_sample_images(data_root, data_synthetic):
     assert math.isclose(a.mean().item(), flat.mean().item(), abs_tol=0.2)
     with pytest.raises(UserError, match="sample_images"):
         data.sample_images("synthetic", data_root, n=10**6)
+
+
+def test_loader_errors_name_the_settings_they_are_given(data_root):
+    """`prs bench` passes its flags: the message names them, and no setting the command lacks."""
+    cfg = DataConfig(dataset="synthetic", root=str(data_root), ratio=0.02)  # 100 images
+    flags = data.SettingNames(batch_size="--batch-size", ratio=None)
+    with pytest.raises(UserError) as error:
+        data.build_loaders(cfg, 128, 500, "cpu", seed=0, names=flags)
+    message = str(error.value)
+    assert "lower --batch-size" in message and "train.batch_size" not in message and "ratio" not in message
+    with pytest.raises(UserError, match="--dataset: unknown dataset"):
+        data.check_dataset_name("cifar10", setting="--dataset")
