@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from prs.reparam import ReparamConv2d
-from prs.train import device_name, git_commit, pick_device, synchronize, versions
+from prs.env import device_name, git_commit, pick_device, synchronize, versions
 
 STAGES = [(64, 32), (128, 16), (256, 8), (512, 4)]  # (channels, map size); the default hybrid switches 2-4
 BACKENDS = {"math": SDPBackend.MATH, "efficient": SDPBackend.EFFICIENT_ATTENTION,

@@ -7,7 +7,7 @@ Both sides train the same registered model with the same batch size on the same 
   engine  prs.data.DeviceLoader (uint8 data on the device, batched crop/flip there) + fused
           AdamW + bf16 autocast + channels_last for convolutional models + ConViT's attention
           fused (prs.models.use_fused_attention) (+ torch.compile on request), through
-          prs.train.train_epoch, the step every run uses.
+          prs.engine.train_epoch, the step every run uses.
 
 They alternate (usual, engine, usual, engine, ...) so drifting clocks or a busy machine hit
 both alike; each round times `steps` steps after `warmup` untimed ones, and the medians are
@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from prs import data, models, reparam
 from prs.config import AugmentConfig, DataConfig, TrainConfig
 from prs.errors import UserError
-from prs.train import atomic_write_text, autocast_dtype, build_lr_scheduler, build_optimizer, device_name, \
-    git_commit, pick_device, synchronize, train_epoch, versions
+from prs.engine import build_lr_scheduler, build_optimizer, train_epoch
+from prs.env import autocast_dtype, device_name, git_commit, pick_device, synchronize, versions
+from prs.runs import atomic_write_text
 
 # Dense bf16 tensor-core peaks (vendor figures, FLOP/s) for the model-FLOPs utilisation.
 PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
@@ -120,7 +121,7 @@ def usual_loop(model_name, dataset, root, batch_size, device, switched):
 
 
 def engine_loop(model_name, dataset, root, batch_size, device, switched, compile_model):
-    """The project's engine, stepped through prs.train.train_epoch."""
+    """The project's engine, stepped through prs.engine.train_epoch."""
     model = make_model(model_name, device, switched, engine=True)
     conv = is_convolutional(model_name)
     t = TrainConfig(epochs=1000, batch_size=batch_size, lr=1e-3, weight_decay=0.05, channels_last=conv,

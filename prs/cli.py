@@ -59,7 +59,7 @@ def _resume_config(resume_dir: str, assignments: list[str], force: bool):
     Google Drive); --set may change only what the config hash ignores (data.root, ...), since
     anything else would be another run.
     """
-    from prs import config, train
+    from prs import config, runs
 
     run_dir = Path(resume_dir)
     if force:
@@ -71,9 +71,9 @@ def _resume_config(resume_dir: str, assignments: list[str], force: bool):
         raise UserError("--resume: run.* is fixed by RUN_DIR; do not --set it")
     cfg = config.load(run_dir / "config.yaml", overrides)
     cfg.run.root = str(run_dir.parent)
-    if train.run_dir_for(cfg).name != run_dir.name:
+    if runs.run_dir_for(cfg).name != run_dir.name:
         raise UserError(f"--resume: '{run_dir}' holds another config than the one asked for (its config now hashes "
-                        f"to {train.run_dir_for(cfg).name}); --set may only change {', '.join(config.NOT_HASHED)}")
+                        f"to {runs.run_dir_for(cfg).name}); --set may only change {', '.join(config.NOT_HASHED)}")
     return cfg
 
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2
     except RuntimeError as e:
-        from prs.train import TrainingDiverged
+        from prs.engine import TrainingDiverged
 
         if not isinstance(e, TrainingDiverged):
             raise

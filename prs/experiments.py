@@ -224,7 +224,7 @@ def notebook_trials(notebook: str, params: Mapping) -> list[Trial]:
 
 
 def run_dir(trial: Trial) -> Path:
-    from prs.train import run_dir_for
+    from prs.runs import run_dir_for
 
     return run_dir_for(trial.config)
 

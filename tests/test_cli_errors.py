@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prs import bench, cli, data, train
+from prs import bench, cli, data, engine
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,7 +128,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, inputs, tiny_data
         reproduce = pytest.importorskip("prs.reproduce", reason="prs reproduce is not written yet")
         monkeypatch.setattr(reproduce, "execute", refuse)
         monkeypatch.setattr(reproduce, "build_book", refuse)
-    monkeypatch.setattr(train, "train_epoch", refuse)
+    monkeypatch.setattr(engine, "train_epoch", refuse)
     monkeypatch.setattr(bench, "append_record", refuse)
     # No network, whatever the machine has: torchvision's download fails as it does offline.
     monkeypatch.setattr(urllib.request, "urlopen", offline)

@@ -21,7 +21,7 @@ import torch
 import yaml
 from torch import nn
 
-from prs import data, train
+from prs import data, distributed, runs
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
@@ -70,7 +70,7 @@ def _bn_worker(rank, port, out_dir):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1),
                               nn.BatchNorm2d(2)).double()
-        train.sync_batchnorm(model, torch.device("cpu"))
+        distributed.sync_batchnorm(model, torch.device("cpu"))
         x = torch.randn(10, 3, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         y = model(x[rank * 4: rank * 4 + (4 if rank == 0 else 6)])  # unequal shards: 4 and 6 images
         (y.square().sum() * 1.7).backward()
@@ -167,8 +167,8 @@ def test_two_processes_compute_what_one_does(single, ddp):
         assert b["train_top1"] == pytest.approx(a["train_top1"], abs=100 / 384 + 1e-9)  # one image at most
         for key in ("test_top1", "test_top5"):  # the whole test set, counted across ranks
             assert b[key] == pytest.approx(a[key], abs=100 / test_images + 1e-9)
-    sa = train.load_checkpoint(one_dir / "checkpoint.pt")["model"]
-    sb = train.load_checkpoint(two_dir / "checkpoint.pt")["model"]
+    sa = runs.load_checkpoint(one_dir / "checkpoint.pt")["model"]
+    sb = runs.load_checkpoint(two_dir / "checkpoint.pt")["model"]
     assert sa.keys() == sb.keys()  # plain BatchNorm keys: checkpoints move between 1 and N processes
     for key in sa:
         if not sa[key].is_floating_point():
@@ -226,8 +226,8 @@ def test_killed_ddp_run_resumes_exactly(setup, ddp, tmp_path):
     keys = ("epoch", "train_loss", "train_top1", "test_top1", "test_top5", "lr", "attention_layers")
     assert [{k: r[k] for k in keys} for r in a["history"]] == [{k: r[k] for k in keys} for r in b["history"]]
     assert a["switch_events"] == b["switch_events"]
-    sa = train.load_checkpoint(ref_dir / "checkpoint.pt")
-    sb = train.load_checkpoint(resumed_dir / "checkpoint.pt")
+    sa = runs.load_checkpoint(ref_dir / "checkpoint.pt")
+    sb = runs.load_checkpoint(resumed_dir / "checkpoint.pt")
     for part in ("model", "optimizer"):
         for key, value in sa[part].items() if part == "model" else enumerate(sa[part]["state"].values()):
             other = sb[part][key] if part == "model" else list(sb[part]["state"].values())[key]

@@ -12,7 +12,7 @@ from torch import nn
 from prs import models, reparam
 from prs.config import TrainConfig
 from prs.reparam import ReparamConv2d
-from prs.train import build_optimizer
+from prs.engine import build_optimizer
 
 SHARP = dict(gate_logit=30.0, locality=40.0)  # exact to fp32 rounding
 DEFAULT = dict(gate_logit=10.0, locality=12.0)  # the config defaults
@@ -277,7 +277,7 @@ def test_new_parameters_are_in_the_optimizer_and_decay_groups():
         else:
             assert members[id(p)] == 0.05 and lrs[id(p)] == pytest.approx(1e-3), f"{name} must decay"
     # The LR schedule keeps the multiplier.
-    from prs.train import build_lr_scheduler
+    from prs.engine import build_lr_scheduler
 
     sched = build_lr_scheduler(opt, TrainConfig(lr=1e-3, epochs=2, warmup_epochs=0.0), steps_per_epoch=4)
     sched.step_update(num_updates=4)

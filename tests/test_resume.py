@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from prs import cli, config, data, train
+from prs import cli, config, data, engine, runs, train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
@@ -41,7 +41,7 @@ def every_rng_config(tiny_config, epochs):
 
 
 def results_of(run_dir):
-    return json.loads((Path(run_dir) / train.RESULTS).read_text())
+    return json.loads((Path(run_dir) / runs.RESULTS).read_text())
 
 
 def assert_same_state(a, b, where="state"):
@@ -66,8 +66,8 @@ def assert_same_run(run_a, run_b):
     assert ra["finished"] and rb["finished"]
     assert [{k: r[k] for k in STABLE} for r in ra["history"]] == [{k: r[k] for k in STABLE} for r in rb["history"]]
     assert ra["final"] == rb["final"] and ra["switch_events"] == rb["switch_events"]
-    ca = train.load_checkpoint(Path(run_a) / train.CHECKPOINT)
-    cb = train.load_checkpoint(Path(run_b) / train.CHECKPOINT)
+    ca = runs.load_checkpoint(Path(run_a) / runs.CHECKPOINT)
+    cb = runs.load_checkpoint(Path(run_b) / runs.CHECKPOINT)
     for part in ("model", "optimizer", "lr_scheduler", "rng", "epoch", "step", "switch_events"):
         assert_same_state(ca[part], cb[part], part)
 
@@ -177,8 +177,8 @@ def inproc(tiny_config, tmp_path_factory):
 
 
 def interrupt_at_epoch(monkeypatch, epoch, exc=KeyboardInterrupt):
-    """Make train.train_epoch raise `exc` when it is called for the given (0-based) epoch."""
-    real, calls = train.train_epoch, []
+    """Make engine.train_epoch raise `exc` when it is called for the given (0-based) epoch."""
+    real, calls = engine.train_epoch, []
 
     def patched(model, loader, *args, **kwargs):
         if loader.epoch == epoch:
@@ -186,7 +186,7 @@ def interrupt_at_epoch(monkeypatch, epoch, exc=KeyboardInterrupt):
         calls.append(loader.epoch)
         return real(model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", patched)
+    monkeypatch.setattr(engine, "train_epoch", patched)
     return calls
 
 
@@ -214,8 +214,8 @@ def one_line_error(capsys):
 
 def test_interrupted_run_keeps_two_checkpoints(inproc):
     _, _, interrupted = inproc
-    assert train.load_checkpoint(interrupted / train.CHECKPOINT)["epoch"] == 2
-    assert train.load_checkpoint(interrupted / train.PREVIOUS)["epoch"] == 1
+    assert runs.load_checkpoint(interrupted / runs.CHECKPOINT)["epoch"] == 2
+    assert runs.load_checkpoint(interrupted / runs.PREVIOUS)["epoch"] == 1
     results = results_of(interrupted)
     assert not results["finished"] and len(results["history"]) == 2
 
@@ -224,7 +224,7 @@ def test_interrupted_run_keeps_two_checkpoints(inproc):
 def test_damaged_checkpoint_names_the_file_then_previous_checkpoint_resumes(inproc, tmp_path, capsys, damage):
     config_path, reference, interrupted = inproc
     run_dir = copy_run(interrupted, tmp_path)
-    ckpt = run_dir / train.CHECKPOINT
+    ckpt = run_dir / runs.CHECKPOINT
     marker = tmp_path / "executed"
     if damage == "truncated":
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
@@ -238,7 +238,7 @@ def test_damaged_checkpoint_names_the_file_then_previous_checkpoint_resumes(inpr
     before = files_of(run_dir)
     assert cli_train(config_path, tmp_path) == 2
     line = one_line_error(capsys)
-    assert str(ckpt) in line and "--previous-checkpoint" in line and str(run_dir / train.PREVIOUS) in line
+    assert str(ckpt) in line and "--previous-checkpoint" in line and str(run_dir / runs.PREVIOUS) in line
     assert files_of(run_dir) == before and not marker.exists()  # nothing touched, nothing executed
     if damage != "truncated":
         return
@@ -246,17 +246,17 @@ def test_damaged_checkpoint_names_the_file_then_previous_checkpoint_resumes(inpr
     assert "after epoch 1 from checkpoint.prev.pt" in capsys.readouterr().out
     assert_same_run(reference, run_dir)
     # The damaged file is set aside, never rotated into checkpoint.prev.pt.
-    assert (run_dir / "checkpoint.damaged.pt").read_bytes() == before[train.CHECKPOINT]
-    assert train.load_checkpoint(run_dir / train.PREVIOUS)["epoch"] == 2
+    assert (run_dir / "checkpoint.damaged.pt").read_bytes() == before[runs.CHECKPOINT]
+    assert runs.load_checkpoint(run_dir / runs.PREVIOUS)["epoch"] == 2
 
 
 def test_previous_checkpoint_flag_needs_one(inproc, tmp_path, capsys):
     config_path, _, interrupted = inproc
     run_dir = copy_run(interrupted, tmp_path)
-    (run_dir / train.PREVIOUS).unlink()
+    (run_dir / runs.PREVIOUS).unlink()
     before = files_of(run_dir)
     assert cli_train(config_path, tmp_path, "--previous-checkpoint") == 2
-    assert str(run_dir / train.PREVIOUS) in one_line_error(capsys)
+    assert str(run_dir / runs.PREVIOUS) in one_line_error(capsys)
     assert files_of(run_dir) == before
 
 
@@ -265,8 +265,8 @@ def test_kill_between_the_checkpoint_renames_resumes_from_previous(inproc, tmp_p
     in between leaves .prev (and a finished .tmp) only."""
     config_path, reference, interrupted = inproc
     run_dir = copy_run(interrupted, tmp_path)
-    os.replace(run_dir / train.CHECKPOINT, run_dir / train.PREVIOUS)
-    (run_dir / (train.CHECKPOINT + ".tmp")).write_bytes(b"the next epoch's checkpoint, maybe unfinished")
+    os.replace(run_dir / runs.CHECKPOINT, run_dir / runs.PREVIOUS)
+    (run_dir / (runs.CHECKPOINT + ".tmp")).write_bytes(b"the next epoch's checkpoint, maybe unfinished")
     assert cli_train(config_path, tmp_path) == 0
     assert_same_run(reference, run_dir)
 
@@ -275,18 +275,18 @@ def test_nan_loss_stops_with_exit_1_and_keeps_the_last_good_checkpoint(inproc, t
     config_path, _, interrupted = inproc
     run_dir = copy_run(interrupted, tmp_path)
     before = files_of(run_dir)
-    real = train.train_epoch
+    real = engine.train_epoch
 
     def nan_loss(*args, **kwargs):
         metrics, step = real(*args, **kwargs)
         return {**metrics, "train_loss": float("nan")}, step
 
-    monkeypatch.setattr(train, "train_epoch", nan_loss)
+    monkeypatch.setattr(engine, "train_epoch", nan_loss)
     assert cli_train(config_path, tmp_path) == 1
     line = one_line_error(capsys)
     assert "loss became nan in epoch 3" in line and "after epoch 2" in line and str(run_dir) in line
     after = files_of(run_dir)
-    for name in (train.CHECKPOINT, train.PREVIOUS, train.RESULTS):
+    for name in (runs.CHECKPOINT, runs.PREVIOUS, runs.RESULTS):
         assert after[name] == before[name], name
 
 
@@ -294,7 +294,7 @@ def test_nan_weights_with_a_finite_loss_are_caught_too(inproc, tmp_path, capsys,
     config_path, _, interrupted = inproc
     run_dir = copy_run(interrupted, tmp_path)
     before = files_of(run_dir)
-    real = train.train_epoch
+    real = engine.train_epoch
 
     def poison_last_step(model, *args, **kwargs):
         out = real(model, *args, **kwargs)
@@ -302,10 +302,10 @@ def test_nan_weights_with_a_finite_loss_are_caught_too(inproc, tmp_path, capsys,
             next(model.parameters())[0].fill_(float("nan"))
         return out
 
-    monkeypatch.setattr(train, "train_epoch", poison_last_step)
+    monkeypatch.setattr(engine, "train_epoch", poison_last_step)
     assert cli_train(config_path, tmp_path) == 1
     assert "a weight became NaN or infinite in epoch 3" in one_line_error(capsys)
-    assert files_of(run_dir)[train.CHECKPOINT] == before[train.CHECKPOINT]
+    assert files_of(run_dir)[runs.CHECKPOINT] == before[runs.CHECKPOINT]
 
 
 def test_real_divergence_in_the_first_epoch(inproc, tmp_path, capsys):
@@ -314,7 +314,7 @@ def test_real_divergence_in_the_first_epoch(inproc, tmp_path, capsys):
     line = one_line_error(capsys)
     assert "in epoch 1" in line and "no checkpoint was written" in line
     (run_dir,) = tmp_path.iterdir()
-    assert not (run_dir / train.CHECKPOINT).exists() and not (run_dir / train.PREVIOUS).exists()
+    assert not (run_dir / runs.CHECKPOINT).exists() and not (run_dir / runs.PREVIOUS).exists()
 
 
 def test_finished_run_is_reused_not_retrained(inproc, monkeypatch, capsys):
@@ -387,5 +387,5 @@ def test_checkpoint_of_other_training_images_is_refused(inproc, tmp_path, capsys
     before = files_of(run_dir)
     assert cli_train(config_path, tmp_path, "--set", f"data.root={other}") == 2
     line = one_line_error(capsys)
-    assert str(run_dir / train.CHECKPOINT) in line and "other training images" in line
+    assert str(run_dir / runs.CHECKPOINT) in line and "other training images" in line
     assert files_of(run_dir) == before

@@ -54,7 +54,7 @@ def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
     from torch import nn
 
     from prs.reparam import ReparamConv2d
-    from prs.train import compile_for_switches
+    from prs.engine import compile_for_switches
 
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
     torch._dynamo.reset()
