@@ -197,25 +197,3 @@ def format_record(r: dict) -> str:
     switched = " (all switched)" if r["switched"] else ""
     return (f"{r['model']}{switched} batch {r['batch_size']} on {r['device']}: usual {r['usual_img_s']:.0f} img/s, "
             f"engine {r['engine_img_s']:.0f} img/s, x{r['speedup']:.2f}{mfu}")
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="engine vs the usual PyTorch loop, images/s (appends to benchmarks/)")
-    p.add_argument("--model", default="resnet18")
-    p.add_argument("--dataset", default="synthetic", help="cifar100 or synthetic (default)")
-    p.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--switched", action="store_true", help="hybrids: switch every layer to attention first")
-    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
-    p.add_argument("--output", default="benchmarks/results.json", help="JSON list to append to ('' for none)")
-
-    def run(args) -> int:
-        record = bench(args.model, args.dataset, args.root, args.batch_size, args.steps, args.warmup, args.rounds,
-                       args.device, args.switched, args.compile, args.output or None)
-        print(format_record(record))
-        return 0
-    p.set_defaults(func=run)

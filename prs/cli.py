@@ -1,6 +1,8 @@
-"""`prs` command line: train, data, reproduce, bench.
+"""`prs` command line: train, presets, data, reproduce, bench.
 
-Bad input ends in one line on stderr (`prs: error: ...`) and exit code 2, with nothing written.
+Every flag of every command is defined here; the commands are plain functions of `prs.train`,
+`prs.data`, `prs.reproduce` and `prs.bench`, whose errors name these flags. Bad input ends in
+one line on stderr (`prs: error: ...`) and exit code 2, with nothing written.
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ def _resume_config(resume_dir: str, assignments: list[str], force: bool):
     return cfg
 
 
+def _presets(args) -> int:
+    from prs import config
+
+    print("\n".join(config.preset_names()))
+    return 0
+
+
 def _data(args) -> int:
     from prs import data
 
@@ -93,6 +102,22 @@ def _data(args) -> int:
         with _remove_if_left_empty(root):
             data.load_datasets("cifar100", args.root, download=True)
         print(f"CIFAR-100 is in {root}")
+    return 0
+
+
+def _reproduce(args) -> int:
+    from prs import reproduce
+
+    return reproduce.reproduce(args.profile, args.only, args.force, args.output, args.cwd, args.set,
+                               build=not args.no_book, book_only=args.book_only)
+
+
+def _bench(args) -> int:
+    from prs import bench
+
+    record = bench.bench(args.model, args.dataset, args.root, args.batch_size, args.steps, args.warmup, args.rounds,
+                         args.device, args.switched, args.compile, args.output or None)
+    print(bench.format_record(record))
     return 0
 
 
@@ -125,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("presets", help="list the packaged config presets")
-    p.set_defaults(func=lambda a: print("\n".join(__import__("prs.config").config.preset_names())) or 0)
+    p.set_defaults(func=_presets)
 
     p = sub.add_parser("data", help="dataset helpers")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -137,14 +162,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
     p.set_defaults(func=_data)
 
-    for module in ("reproduce", "bench"):
-        try:
-            mod = __import__(f"prs.{module}", fromlist=["add_parser"])
-        except ModuleNotFoundError as e:
-            if e.name != f"prs.{module}":
-                raise
-            continue
-        mod.add_parser(sub)
+    p = sub.add_parser("reproduce", help="execute the notebooks under a profile, then build the book",
+                       description="Execute the book's notebooks under a profile with papermill, then build the book.")
+    p.add_argument("--profile", default="smoke", help="smoke (CPU, minutes), colab (one T4) or full (GPU recipe)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="execute only this notebook, e.g. 01_data_scale (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="delete the runs of the selected notebooks first and train them again")
+    p.add_argument("--output", default=None, metavar="DIR", help="build folder (default: <cwd>/_build)")
+    p.add_argument("--cwd", default=".", metavar="DIR",
+                   help="repository root: notebooks run here, relative run and data paths start here (default: .)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a notebook parameter for this command, e.g. --set epochs=1 (YAML value)")
+    p.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
+    p.add_argument("--book-only", action="store_true",
+                   help="do not execute anything: build the book from the executed copies already there")
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("bench", help="engine vs the usual PyTorch loop, images/s (appends to benchmarks/)")
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--dataset", default="synthetic", help="cifar100 or synthetic (default)")
+    p.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--switched", action="store_true", help="hybrids: switch every layer to attention first")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    p.add_argument("--output", default="benchmarks/results.json", help="JSON list to append to ('' for none)")
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -19,7 +19,6 @@ shows exactly what papermill ran: `<output>/book_src/` mirrors the repository (`
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -27,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -39,29 +39,10 @@ BOOK_DIRS = ("book",)
 MATHJAX_PARTS = ("tex-mml-chtml.js", "a11y", "input", "output", "sre", "ui")  # what tex-mml-chtml loads
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("reproduce", help="execute the notebooks under a profile, then build the book",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="smoke", help="smoke (CPU, minutes), colab (one T4) or full (GPU recipe)")
-    p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"execute only this notebook (repeatable): {', '.join(experiments.NOTEBOOKS)}")
-    p.add_argument("--force", action="store_true",
-                   help="delete the runs of the selected notebooks first and train them again")
-    p.add_argument("--output", default=None, metavar="DIR", help="build folder (default: <cwd>/_build)")
-    p.add_argument("--cwd", default=".", metavar="DIR",
-                   help="repository root: notebooks run here, relative run and data paths start here (default: .)")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a notebook parameter for this command, e.g. --set epochs=1 (YAML value)")
-    p.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
-    p.add_argument("--book-only", action="store_true",
-                   help="do not execute anything: build the book from the executed copies already there")
-    p.set_defaults(func=main)
-
-
 # ----------------------------------------------------------------------------- parameters
 
 
-def parse_overrides(assignments: list[str]) -> dict:
+def parse_overrides(assignments: Sequence[str]) -> dict:
     """{parameter: value} from NAME=VALUE items (notebook parameters are flat, unlike config keys)."""
     return dict(config_mod.parse_assignment(item, "NAME=VALUE", "epochs=1") for item in assignments)
 
@@ -81,7 +62,7 @@ def plan_parameters(profile: str, notebooks: list[str], overrides: dict) -> dict
     return params
 
 
-def select_notebooks(only: list[str]) -> list[str]:
+def select_notebooks(only: Sequence[str]) -> list[str]:
     for name in only:
         experiments.check_notebook(name)
     return [nb for nb in experiments.NOTEBOOKS if not only or nb in only]
@@ -200,36 +181,43 @@ def build_book(root: Path, output: Path, say) -> Path:
 # ----------------------------------------------------------------------------- the command
 
 
-def main(args: argparse.Namespace) -> int:
+def reproduce(profile: str = "smoke", only: Sequence[str] = (), force: bool = False, output: str | None = None,
+              cwd: str = ".", assignments: Sequence[str] = (), build: bool = True, book_only: bool = False) -> int:
+    """Execute the notebooks (all, or `only` these) under `profile` with papermill, then build the book.
+
+    `assignments` are NAME=VALUE notebook-parameter overrides; `force` deletes the selected
+    notebooks' runs first; `build=False` skips the book, `book_only` executes nothing. Every
+    input is checked before anything runs or is deleted; errors name the command's flags.
+    """
     say = print
-    notebooks = select_notebooks(args.only)
-    params = plan_parameters(args.profile, notebooks, parse_overrides(args.set))
-    root = Path(args.cwd).resolve()
-    check_root(root, build_book=not args.no_book)
-    output = Path(args.output).resolve() if args.output else root / "_build"
+    notebooks = select_notebooks(only)
+    params = plan_parameters(profile, notebooks, parse_overrides(assignments))
+    root = Path(cwd).resolve()
+    check_root(root, build_book=build)
+    output = Path(output).resolve() if output else root / "_build"
     executed_dir = output / "executed"
     for nb in notebooks:  # validate every grid before anything runs or is deleted
         experiments.notebook_trials(nb, params[nb])
-    if args.book_only and (args.no_book or args.force or args.only):
+    if book_only and (not build or force or only):
         raise UserError("--book-only: cannot be combined with --no-book, --force or --only")
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill streams cell output here
     progress = sys.stderr.isatty()
     timings = {}
     tick = time.perf_counter()
-    if args.force:  # all at once, before anything runs: later notebooks reuse earlier ones' runs
+    if force:  # all at once, before anything runs: later notebooks reuse earlier ones' runs
         for nb in notebooks:
             delete_runs(nb, params[nb], root, say)
-    for i, nb in enumerate([] if args.book_only else notebooks, 1):
-        say(f"[{i}/{len(notebooks)}] {nb} (profile {args.profile}) -> {executed_dir / 'notebooks' / nb}.ipynb")
+    for i, nb in enumerate([] if book_only else notebooks, 1):
+        say(f"[{i}/{len(notebooks)}] {nb} (profile {profile}) -> {executed_dir / 'notebooks' / nb}.ipynb")
         timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
         say(f"[{i}/{len(notebooks)}] {nb} done in {timings[nb]:.0f} s")
     if timings:
         record = executed_dir / "timings.json"
         previous = json.loads(record.read_text()) if record.exists() else {}
-        previous.update({nb: {"profile": args.profile, "seconds": round(s, 1)} for nb, s in timings.items()})
+        previous.update({nb: {"profile": profile, "seconds": round(s, 1)} for nb, s in timings.items()})
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps(previous, indent=1) + "\n")
-    if not args.no_book:
+    if build:
         book_tick = time.perf_counter()
         html = build_book(root, output, say)
         timings["book build"] = time.perf_counter() - book_tick
