@@ -253,3 +253,32 @@ def test_crossover_text():
     assert ex.crossover_text(table, "tie", "cnn") == "≈ 10%"  # equal at 10 % is not ahead there
     assert ex.crossover_text(table, "ahead", "cnn") == "≤ 10%"
     assert ex.crossover_text(table, "behind", "cnn") == "never (up to 100%)"
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+
+
+def test_keep_runs_on_drive_mounts_drive_and_moves_the_run_root(monkeypatch):
+    import sys
+    import types
+
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    params = ex.notebook_parameters("colab", "01_data_scale")
+    assert ex.keep_runs_on_drive(params) is params
+    assert mounted == ["/content/drive"] and params["run_root"] == "/content/drive/MyDrive/prs-runs/colab"
+
+
+def test_importing_experiments_leaves_the_warning_filters_alone():
+    """The "IProgress not found" warning is silenced only around timm's import, not for the process."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; import prs.experiments; "
+            "assert not [f for f in warnings.filters if f[1] is not None and 'IProgress' in f[1].pattern], "
+            "warnings.filters")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -94,6 +94,27 @@ def test_notebook_ends_with_a_computed_verdict(name):
     assert "_verdict(" in last_code.source and ".markdown(" in last_code.source
 
 
+def test_notebook_specs_agree_with_the_profiles_the_toc_and_the_notebooks():
+    """One spec per notebook: the profiles have exactly its parameters, _toc.yml lists exactly the
+    specs' notebooks in order, and each notebook collects its parameters, runs its spec's grid
+    and ends with its spec's verdict."""
+    names = [s.name for s in ex.SPECS]
+    assert tuple(names) == ex.NOTEBOOKS and len(set(names)) == len(names)
+    for profile in ex.profile_names():
+        assert list(ex.read_profile(profile)["notebooks"]) == names, profile
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    (experiments,) = [part for part in toc["parts"] if part["caption"] == "The experiments"]
+    assert [chapter["file"] for chapter in experiments["chapters"]] == [f"notebooks/{n}" for n in names]
+    assert sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(names)
+    for spec in ex.SPECS:
+        assert spec.claim == ex.PAPER_CLAIMS[spec.name] and spec.claim
+        code = "\n".join(c.source for c in load(spec.name).cells if c.cell_type == "code")
+        assert f'ex.notebook_params("{spec.name}", globals()' in code, spec.name
+        assert f'ex.notebook_trials("{spec.name}", params)' in code, spec.name
+        last = [c for c in load(spec.name).cells if c.cell_type == "code"][-1]
+        assert f"ex.{spec.verdict.__name__}(" in last.source, (spec.name, spec.verdict.__name__)
+
+
 def test_every_notebook_and_page_is_in_the_toc_and_exists():
     files = toc_files()
     for name in ex.NOTEBOOKS:

@@ -1,0 +1,154 @@
+"""Grids of runs: a notebook's parameters -> `Trial`s (a key saying what varies, and a validated
+`Config`) -> results, through `prs.train.train` (finished runs are reused, unfinished ones resume)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from prs import config as config_mod
+from prs import models, runs, train
+from prs.config import Config
+from prs.errors import UserError
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One run of a grid: `key` says what varies (label, model, ratio, seed, ...); `config` is validated."""
+
+    key: dict
+    config: Config
+
+
+def is_hybrid(model: str) -> bool:
+    """Models of the registry's "hybrid" family: the ones with switchable layers."""
+    return models.family(model) == "hybrid"
+
+
+def make_config(params: Mapping, model: str, *, ratio: float, seed: int, schedule: dict | None = None) -> Config:
+    """The config of one run: the profile's preset, then its `overrides`, then this run's fields."""
+    run = {
+        "model": {"name": model, "switchable_stages": params["switchable_stages"] if is_hybrid(model) else None},
+        "data": {"dataset": params["dataset"], "root": params["data_root"], "download": params["download"],
+                 "ratio": ratio, "subset_seed": params["subset_seed"]},
+        "train": {"epochs": params["epochs"], "seed": seed},
+        "schedule": schedule if schedule is not None else {"name": "never"},
+        "run": {"root": params["run_root"]},
+    }
+    return config_mod.load(params["preset"], config_mod.merge(params["overrides"] or {}, run))
+
+
+def _seeds(params: Mapping) -> list[int]:
+    seeds = params["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise UserError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    return seeds
+
+
+def data_scale_trials(params: Mapping) -> list[Trial]:
+    """Every model at every data ratio and seed; hybrids use `hybrid_schedule`, the rest never switch."""
+    if params["reference"] not in params["models"]:
+        raise UserError(f"reference: '{params['reference']}' must be one of models {params['models']}")
+    trials = []
+    for model in params["models"]:
+        schedule = params["hybrid_schedule"] if is_hybrid(model) else None
+        for ratio in params["ratios"]:
+            for seed in _seeds(params):
+                trials.append(Trial({"label": model, "model": model, "ratio": ratio, "seed": seed},
+                                    make_config(params, model, ratio=ratio, seed=seed, schedule=schedule)))
+    return trials
+
+
+def switch_schedule(epoch: int | None) -> dict:
+    """Uniform switch at `epoch`: None = never (the CNN), 0 = from the start, else uniform(epoch)."""
+    if epoch is None:
+        return {"name": "never"}
+    if epoch == 0:
+        return {"name": "from_start"}
+    return {"name": "uniform", "epoch": epoch}
+
+
+def switch_label(epoch: int | None) -> str:
+    return "never (CNN)" if epoch is None else f"E={epoch}"
+
+
+def interpolation_trials(params: Mapping) -> list[Trial]:
+    """The hybrid switched uniformly at each E of `switch_epochs` (None = never), and the ViT reference."""
+    epochs_list = params["switch_epochs"]
+    if None not in epochs_list:
+        raise UserError("switch_epochs: must include null (never switch): the CNN end of the interpolation")
+    trials = []
+    for seed in _seeds(params):
+        for e in epochs_list:
+            key = {"label": switch_label(e), "model": params["hybrid_model"], "switch_epoch": e,
+                   "ratio": params["ratio"], "seed": seed}
+            trials.append(Trial(key, make_config(params, params["hybrid_model"], ratio=params["ratio"], seed=seed,
+                                                 schedule=switch_schedule(e))))
+        vit = params["vit_model"]
+        trials.append(Trial({"label": vit, "model": vit, "switch_epoch": None, "ratio": params["ratio"], "seed": seed},
+                            make_config(params, vit, ratio=params["ratio"], seed=seed)))
+    return trials
+
+
+def prs_trials(params: Mapping) -> list[Trial]:
+    """The hybrid under every schedule of `schedules` ({label: spec}), and the baseline models."""
+    if "prs" not in params["schedules"]:
+        raise UserError(f"schedules: needs an entry 'prs' (the method under test); got {list(params['schedules'])}")
+    trials = []
+    hybrid = params["hybrid_model"]
+    for seed in _seeds(params):
+        for label, spec in params["schedules"].items():
+            trials.append(Trial({"label": label, "model": hybrid, "ratio": params["ratio"], "seed": seed},
+                                make_config(params, hybrid, ratio=params["ratio"], seed=seed, schedule=spec)))
+        for model in params["baselines"]:
+            trials.append(Trial({"label": model, "model": model, "ratio": params["ratio"], "seed": seed},
+                                make_config(params, model, ratio=params["ratio"], seed=seed)))
+    return trials
+
+
+def run_dir(trial: Trial) -> Path:
+    return runs.run_dir_for(trial.config)
+
+
+def unique_trials(trials: Iterable[Trial]) -> list[Trial]:
+    """Trials with distinct run directories (the first of each), in order."""
+    seen, out = set(), []
+    for trial in trials:
+        d = run_dir(trial)
+        if d not in seen:
+            seen.add(d)
+            out.append(trial)
+    return out
+
+
+def describe(key: Mapping) -> str:
+    """'ratio=0.5 seed=0': the key's fields, without the label and what merely repeats it."""
+    label = key.get("label")
+    return " ".join(f"{k}={v}" for k, v in key.items() if k != "label" and v != label)
+
+
+def is_finished(trial: Trial) -> bool:
+    path = run_dir(trial) / runs.RESULTS
+    try:
+        return bool(json.loads(path.read_text()).get("finished"))
+    except (OSError, ValueError):
+        return False
+
+
+def run_grid(trials: Sequence[Trial], *, force: bool = False, progress: bool | None = None,
+             log: Callable[[str], None] = print) -> list[dict]:
+    """Train (or reuse, or resume) every trial; one line per run. Returns results dicts plus their "key"."""
+    out = []
+    for i, trial in enumerate(trials, 1):
+        reused = is_finished(trial) and not force
+        tick = time.perf_counter()
+        results = train.train(trial.config, force=force, progress=progress, verbose=False)
+        how = "reused" if reused else f"trained in {time.perf_counter() - tick:.0f} s"
+        log(f"[{i}/{len(trials)}] {trial.key.get('label', '')} {describe(trial.key)}: "
+            f"top-1 {results['final']['test_top1']:.2f}% ({how}) {results['run_dir']}")
+        out.append({**results, "key": dict(trial.key)})
+    return out

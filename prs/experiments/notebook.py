@@ -1,0 +1,86 @@
+"""What the notebooks call besides grids and verdicts: Colab set-up, display, captions, and their tables."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from prs.experiments.grids import switch_label
+from prs.experiments.profiles import is_smoke
+from prs.experiments.spectra import high_freq_summary
+from prs.experiments.tables import format_mean_std, summarize
+from prs.experiments.verdicts import crossover_text, interpolation_positions
+
+
+def keep_runs_on_drive(params: dict, folder: str = "/content/drive/MyDrive/prs-runs") -> dict:
+    """On Colab: mount Google Drive and keep the profile's runs there, where a new session resumes them."""
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    params["run_root"] = f"{folder}/{params['profile']}"
+    return params
+
+
+def show(markdown: str, caption: str | None = None) -> None:
+    """Display Markdown in a notebook, with the provenance caption in italics below it."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(markdown + (f"\n\n*{caption}*" if caption else "")))
+
+
+def provenance(params: Mapping, results: Sequence[Mapping] = ()) -> str:
+    """The caption line every figure and table carries: profile, dataset, seeds, commit(s)."""
+    from prs.plots import provenance_caption
+
+    commits = sorted({r["commit"] for r in results}) or ["not run"]
+    return provenance_caption(params["profile"], params["dataset"], params["seeds"], "+".join(commits),
+                              smoke=is_smoke(params))
+
+
+def data_percent(ratio: float) -> str:
+    return f"{ratio:.0%} of the data"
+
+
+def vit_like(params: Mapping) -> list[str]:
+    """The data-scale models other than the reference, least to most convolution-like (profile order)."""
+    return [m for m in params["models"] if m != params["reference"]]
+
+
+def crossover_rows(table: Sequence[Mapping], params: Mapping) -> list[dict]:
+    return [{"model": m, "crossover": crossover_text(table, m, params["reference"])} for m in vit_like(params)]
+
+
+def interpolation_summary(params: Mapping, table: Sequence[Mapping], curves: Mapping[tuple, dict]) -> dict:
+    """For the interpolation notebook: high-frequency summaries by switch epoch and of the ViT, and
+    table rows (switch, top-1, s, t; the hybrid's rows also carry their switch_epoch)."""
+    by_epoch = {e: high_freq_summary(curves[(switch_label(e),)]) for e in params["switch_epochs"]}
+    vit = high_freq_summary(curves[(params["vit_model"],)])
+    position = interpolation_positions(by_epoch, vit)
+    accuracy = {s["label"]: s for s in summarize(table, by=("label",))}
+    entries = [(switch_label(e), by_epoch[e], position[e]) for e in params["switch_epochs"]]
+    entries.append((params["vit_model"], vit, 1.0))
+    # round(t, 2) + 0.0 turns -0.0 into 0.0, so the table never shows "-0%"
+    rows = [{"switch": label, "top1": format_mean_std(accuracy[label]["mean"], accuracy[label]["std"]),
+             "s": s, "t": f"{round(t, 2) + 0.0:.0%}",
+             "top1_mean": accuracy[label]["mean"], "top1_std": accuracy[label]["std"]} for label, s, t in entries]
+    # the hybrid rows say their epoch, so prs.plots can place them without knowing switch_label's wording
+    for row, epoch in zip(rows, params["switch_epochs"]):
+        row["switch_epoch"] = epoch
+    return {"by_epoch": by_epoch, "vit": vit, "rows": rows}
+
+
+def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:
+    """The PRS notebook's table: per entry top-1 and top-5 (mean ± std), seeds, and the paper's column.
+
+    The abstract claims PRS is best on CIFAR-100 and gives no number, so every paper value is unknown.
+    """
+    top1 = summarize(table, by=("label",))
+    top5 = {s["label"]: s for s in summarize(table, by=("label",), value="top5")}
+    what = {row["label"]: (row["model"], row["schedule"]) for row in table}
+    return [{"entry": s["label"], "model": what[s["label"]][0], "schedule": what[s["label"]][1],
+             "top1": format_mean_std(s["mean"], s["std"], 2),
+             "top5": format_mean_std(top5[s["label"]]["mean"], top5[s["label"]]["std"], 2), "n": s["n"],
+             "paper": "best of all (no number given)" if s["label"] == prs_label else "unknown"} for s in top1]
+
+
+PRS_COLUMNS = {"entry": "entry", "model": "model", "schedule": "schedule", "top1": "top-1 (%)",
+               "top5": "top-5 (%)", "n": "seeds", "paper": "paper (abstract)"}
