@@ -1,4 +1,4 @@
-"""Where a switched layer's time goes, at the hybrid ResNet-18's stage shapes (issue 4).
+"""Where a switched layer's time goes, at the hybrid ResNet-18's stage shapes.
 
 For each stage (channels, map size): a training step (forward + backward) of the 3x3 conv, of the
 same layer switched to attention, and of its content term alone - scaled_dot_product_attention

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One prepared GPU session (issue 4 benchmarks; issue 3's notebook check with --notebook).
+# One prepared GPU session: the benchmarks behind the book's cost page (or, with --notebook, notebook 4 end to end).
 # Offline: synthetic CIFAR-format data, 50k train / 10k test images, written on the machine.
 #   bash benchmarks/gpu_check.sh [--attention|--notebook]     (results -> $OUT or benchmarks/out)
-# default: every issue-4 benchmark; --attention: a shorter run for the attention paths only -
+# default: every benchmark; --attention: a shorter run for the attention paths only -
 # the switched hybrid against ResNet-18 (eager and compiled), the per-layer breakdown
 # (benchmarks/gpsa_layer.py), and ConViT-Ti and DeiT-Ti (the engine fuses ConViT's attention).
 # Wheels for packages the GPU image lacks may be carried in .whl/ (installed to /tmp/site).
