@@ -52,12 +52,12 @@ def synchronize(device: torch.device) -> None:
 # ----------------------------------------------------------------------------- provenance
 
 
-def git_commit() -> str:
-    """The checkout's commit, e.g. "e1eae30ed1af"; with uncommitted changes to tracked files,
-    "e1eae30ed1af-dirty-<first 8 hex of the diff's sha256>", so that two different edits of one
-    commit are told apart. $PRS_COMMIT where there is no git (a copied tree, a pip install on
-    Colab), else "unknown"."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: str | Path | None = None) -> str:
+    """The commit of the checkout at `root` (default: this package's), e.g. "e1eae30ed1af"; with
+    uncommitted changes to tracked files "e1eae30ed1af-dirty-<first 8 hex of the diff's sha256>",
+    so that two different edits of one commit are told apart. $PRS_COMMIT where there is no git
+    (a copied tree, a pip install on Colab), else "unknown"."""
+    root = Path(__file__).resolve().parent.parent if root is None else Path(root)
     fallback = os.environ.get("PRS_COMMIT", "unknown")
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)

@@ -1,10 +1,12 @@
 """The CPU smoke run: `prs train` with the smoke preset on synthetic data, switching mid-run."""
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
-from prs import cli
+from prs import cli, config, engine, reparam, runs, train
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +47,30 @@ def test_results_carry_provenance(smoke_run):
     assert {"torch", "timm", "torchvision", "prs"} <= set(results["versions"])
     assert (run_dir / "checkpoint.pt").exists() and (run_dir / "config.yaml").exists()
     assert len(results["history"]) == 5 and all(r["images_per_s"] > 0 for r in results["history"])
+    # results.json is a RunRecord, field for field, in the order runs before the record existed wrote it
+    assert list(results) == [f.name for f in dataclasses.fields(runs.RunRecord)]
+    assert list(results["history"][0]) == ["epoch", "train_loss", "train_top1", "images", "test_top1", "test_top5",
+                                           "lr", "epoch_time_s", "images_per_s", "attention_layers"]
+
+
+def test_fit_hooks_add_fields_to_each_row_before_the_epoch_is_kept(tiny_config):
+    """fit's per-epoch hooks run after evaluation and before on_epoch_end (the checkpoint)."""
+    cfg = config.from_dict(tiny_config({"train": {"epochs": 2}, "schedule": {"name": "uniform", "epoch": 1}}))
+    device = torch.device("cpu")
+    engine.seed_epoch(cfg.train.seed, -1)
+    train_loader, test_loader, info = train._loaders(cfg, device, rank=0, world=1)
+    parts, switches = train._build(cfg, device, None, info["num_classes"], 1, len(train_loader))
+    kept = []
+    state = engine.fit(parts, train_loader, test_loader, cfg.train, switches, engine.FitState(), say=lambda *a: None,
+                       hooks=[lambda model, row: row.update(switched=len(reparam.attention_layers(model)))],
+                       on_epoch_end=lambda s: kept.append((s.epoch, dict(s.history[-1]))))
+    assert [row["switched"] for row in state.history] == [0, 2] and state.epoch == 2
+    assert [(epoch, row["switched"]) for epoch, row in kept] == [(1, 0), (2, 2)]
+    assert state.switch_events == [{"epoch": 1, "layers": list(switches.epochs)}]
 
 
 def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
     """Each switch is a new graph for dynamo; past its default limit (8) it would silently run eagerly."""
-    import torch
     import torch._dynamo
     from torch import nn
 
