@@ -195,8 +195,9 @@ def build_book(root: Path, output: Path, say) -> Path:
     executed_dir, book_src, html = output / "executed", output / "book_src", output / "html"
     stage_book(root, executed_dir, book_src, say)
     jb_dir = output / "jupyter_book"
+    # --all: Sphinx would keep citations and labels formatted under an earlier _config.yml (seconds either way)
     command = jupyter_book_command() + ["build", str(book_src), "--path-output", str(jb_dir), "--builder", "html",
-                                        "-W", "--keep-going"]
+                                        "-W", "--keep-going", "--all"]
     say("building the book: " + " ".join(command))
     done = subprocess.run(command, cwd=book_src)
     if done.returncode != 0:

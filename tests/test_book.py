@@ -103,10 +103,32 @@ def test_jupyter_book_adds_no_mathjax_script_and_reads_the_citation_style(tmp_pa
                                         cli_config={"latex_individualpages": False})
     assert not [js for js in sphinx_config.get("html_js_files", []) if "mathjax" in str(js).lower()]
     assert sphinx_config["bibtex_reference_style"] == "author_year"
+    assert sphinx_config["bibtex_default_style"] == "authoryear"
     assert "bibtex_reference_style" not in yaml.safe_load((ROOT / "_config.yml").read_text())
     if reproduce.mathjax_source() is not None:
         assert sphinx_config["mathjax_path"] == reproduce.MATHJAX_PATH
         assert reproduce.MATHJAX_EXTRA in sphinx_config["html_extra_path"]
+
+
+def test_references_are_labelled_author_year():
+    """book/_ext/book_assets.py's pybtex style, on the book's own references.bib."""
+    import pybtex.database
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import book_assets
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    entries = pybtex.database.parse_file(ROOT / "book" / "references.bib").entries
+    style = book_assets.AuthorYearStyle()
+    labels = {entry.key: label for entry, label in zip(style.sort(entries.values()),
+                                                         style.format_labels(style.sort(entries.values())))}
+    assert labels["lee2022prs"] == "Lee et al., 2022"
+    assert labels["park2022vits"] == "Park and Kim, 2022"
+    assert labels["krizhevsky2009cifar"] == "Krizhevsky, 2009"
+    assert sorted(labels[k] for k in ("dascoli2021tcnn", "dascoli2021convit")) == \
+        ["d'Ascoli et al., 2021a", "d'Ascoli et al., 2021b"]
+    assert len(set(labels.values())) == len(labels), "labels are unique"
 
 
 # ----------------------------------------------------------------------------- slow: the smoke book
@@ -206,6 +228,7 @@ REPORT_JS = """(() => {
     ids: [...document.querySelectorAll("[id]")].map(e => e.id),
     unresolved: document.body.innerText.includes("??"),
     script_tags: [...document.querySelectorAll("script[src]")].map(s => s.getAttribute("src")),
+    labels: [...document.querySelectorAll(".citation .label")].map(l => l.textContent.replace(/[\\[\\]]/g, "")),
   };
 })()"""
 YEAR = re.compile(r"\b(19|20)\d\d[a-z]?\b")  # "Lee et al., 2022", or "2020" of "Cordonnier et al. (2020)"
@@ -349,6 +372,8 @@ def test_figures_are_legible_at_the_width_the_book_shows_them(browser_results, s
 
 @pytest.mark.slow
 def test_citations_point_at_entries_of_the_references_page(browser_results):
+    labels = browser_results["book/references"].report["labels"]
+    assert labels and all(YEAR.search(label) for label in labels), f"references not labelled author-year: {labels}"
     ids = set(browser_results["book/references"].report["ids"])
     for chapter in CITING_CHAPTERS:
         for citation in browser_results[chapter].report["citations"]:

@@ -1,11 +1,58 @@
 """Sphinx extension of this book (loaded by _config.yml, `sphinx.local_extensions`).
 
-Sphinx 7.4 writes an inline script that an extension registers after the builder has started (as
-sphinx-togglebutton and sphinx-thebe do) twice on every page: the builder keeps it once with the
-file name None and `prepare_writing` adds it again from the registry with the name ''. sphinx-thebe's
-script declares `const THEBE_JS_URL`, so the second copy throws a SyntaxError in every reader's
-console. This keeps the first of identical scripts.
+1. Author-year labels on the references page. Citations in the text are author-year
+   (`bibtex_reference_style: author_year`); pybtex's styles label the list itself alpha-style
+   ([LLR+22]). The `authoryear` style (`bibtex_default_style`) is pybtex's `alpha` style with labels
+   such as [Lee et al., 2022], a letter added where two entries would share one (2021a, 2021b).
+
+2. One copy of each inline script. Sphinx 7.4 writes an inline script that an extension registers
+   after the builder has started (as sphinx-togglebutton and sphinx-thebe do) twice on every page:
+   the builder keeps it once with the file name None and `prepare_writing` adds it again from the
+   registry with the name ''. sphinx-thebe's script declares `const THEBE_JS_URL`, so the second
+   copy threw a SyntaxError in every reader's console.
 """
+
+from collections import Counter
+from string import ascii_lowercase
+
+from pybtex.plugin import register_plugin
+from pybtex.richtext import Text
+from pybtex.style.formatting.alpha import Style as AlphaStyle
+from pybtex.style.labels import BaseLabelStyle
+
+
+def _last_name(person) -> str:
+    return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+
+
+def author_year(entry) -> str:
+    """'Lee et al., 2022', 'Park and Kim, 2022', 'Krizhevsky, 2009'."""
+    persons = entry.persons.get("author") or entry.persons.get("editor") or []
+    names = [_last_name(p) for p in persons]
+    if not names:
+        who = entry.fields.get("title", entry.key).split(":")[0]
+    elif len(names) == 1:
+        who = names[0]
+    elif len(names) == 2:
+        who = f"{names[0]} and {names[1]}"
+    else:
+        who = f"{names[0]} et al."
+    return f"{who}, {entry.fields.get('year', 'n.d.')}"
+
+
+class AuthorYearLabels(BaseLabelStyle):
+    def format_labels(self, sorted_entries):
+        labels = [author_year(entry) for entry in sorted_entries]
+        counts, used = Counter(labels), Counter()
+        for label in labels:
+            if counts[label] > 1:
+                used[label] += 1
+                label += ascii_lowercase[used[label] - 1]
+            yield label
+
+
+class AuthorYearStyle(AlphaStyle):
+    default_label_style = AuthorYearLabels
 
 
 def _script_key(script) -> tuple:
@@ -28,5 +75,6 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
 
 
 def setup(app):
+    register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle, force=True)
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
