@@ -102,7 +102,7 @@ def test_jupyter_book_adds_no_mathjax_script_and_reads_the_citation_style(tmp_pa
     sphinx_config, _ = get_final_config(user_yaml=src / "_config.yml", sourcedir=src,
                                         cli_config={"latex_individualpages": False})
     assert not [js for js in sphinx_config.get("html_js_files", []) if "mathjax" in str(js).lower()]
-    assert sphinx_config["bibtex_reference_style"] == "author_year"
+    assert sphinx_config["bibtex_reference_style"] == "author_year_round"
     assert sphinx_config["bibtex_default_style"] == "authoryear"
     assert "bibtex_reference_style" not in yaml.safe_load((ROOT / "_config.yml").read_text())
     if reproduce.mathjax_source() is not None:

@@ -1,9 +1,10 @@
 """Sphinx extension of this book (loaded by _config.yml, `sphinx.local_extensions`).
 
-1. Author-year labels on the references page. Citations in the text are author-year
-   (`bibtex_reference_style: author_year`); pybtex's styles label the list itself alpha-style
-   ([LLR+22]). The `authoryear` style (`bibtex_default_style`) is pybtex's `alpha` style with labels
-   such as [Lee et al., 2022], a letter added where two entries would share one (2021a, 2021b).
+1. Author-year citations. `author_year_round` (`bibtex_reference_style`) is sphinxcontrib-bibtex's
+   author_year style in round brackets, "(Lee et al., 2022)", "Cordonnier et al. (2020)". pybtex's
+   styles label the references page alpha-style ([LLR+22]); the `authoryear` style
+   (`bibtex_default_style`) is pybtex's `alpha` style with labels such as [Lee et al., 2022], a letter
+   added where two entries would share one (2021a, 2021b).
 
 2. One copy of each inline script. Sphinx 7.4 writes an inline script that an extension registers
    after the builder has started (as sphinx-togglebutton and sphinx-thebe do) twice on every page:
@@ -13,12 +14,29 @@
 """
 
 from collections import Counter
+from dataclasses import dataclass, field
 from string import ascii_lowercase
 
+import sphinxcontrib.bibtex.plugin
 from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
 from pybtex.style.formatting.alpha import Style as AlphaStyle
 from pybtex.style.labels import BaseLabelStyle
+from sphinxcontrib.bibtex.style.referencing import BracketStyle
+from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
+
+
+def _round() -> BracketStyle:
+    return BracketStyle(left="(", right=")")
+
+
+@dataclass
+class RoundAuthorYear(AuthorYearReferenceStyle):
+    bracket_parenthetical: BracketStyle = field(default_factory=_round)
+    bracket_textual: BracketStyle = field(default_factory=_round)
+    bracket_author: BracketStyle = field(default_factory=_round)
+    bracket_label: BracketStyle = field(default_factory=_round)
+    bracket_year: BracketStyle = field(default_factory=_round)
 
 
 def _last_name(person) -> str:
@@ -76,5 +94,7 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
 
 def setup(app):
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle, force=True)
+    sphinxcontrib.bibtex.plugin.register_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_round",
+                                                RoundAuthorYear, force=True)
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
