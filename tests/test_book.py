@@ -110,15 +110,21 @@ def test_jupyter_book_adds_no_mathjax_script_and_reads_the_citation_style(tmp_pa
         assert reproduce.MATHJAX_EXTRA in sphinx_config["html_extra_path"]
 
 
-def test_references_are_labelled_author_year():
-    """book/_ext/book_assets.py's pybtex style, on the book's own references.bib."""
-    import pybtex.database
-
+def book_extension():
+    """The book's local Sphinx extension, book/_ext/book_assets.py, as a module."""
     sys.path.insert(0, str(ROOT / "book" / "_ext"))
     try:
         import book_assets
     finally:
         sys.path.remove(str(ROOT / "book" / "_ext"))
+    return book_assets
+
+
+def test_references_are_labelled_author_year():
+    """book/_ext/book_assets.py's pybtex style, on the book's own references.bib."""
+    import pybtex.database
+
+    book_assets = book_extension()
     entries = pybtex.database.parse_file(ROOT / "book" / "references.bib").entries
     style = book_assets.AuthorYearStyle()
     labels = {entry.key: label for entry, label in zip(style.sort(entries.values()),
@@ -129,6 +135,22 @@ def test_references_are_labelled_author_year():
     assert sorted(labels[k] for k in ("dascoli2021tcnn", "dascoli2021convit")) == \
         ["d'Ascoli et al., 2021a", "d'Ascoli et al., 2021b"]
     assert len(set(labels.values())) == len(labels), "labels are unique"
+
+
+def test_inline_scripts_that_sphinx_writes_twice_are_written_once():
+    """Sphinx 7.4 keeps a late-registered inline script as file name None and again as ''."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    book_assets = book_extension()
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript("_static/a.js", priority=500), _JavaScript(None, body=thebe, priority=500),
+               _JavaScript("", body=thebe, priority=500), _JavaScript("", body="var other = 1", priority=500),
+               _JavaScript("_static/a.js", priority=500)]
+    context = {"script_files": scripts}
+    book_assets.drop_duplicate_scripts(None, "page", "page.html", context, None)
+    assert context["script_files"] is scripts, "the list the template reads is edited in place"
+    assert [(js.filename or "", js.attributes.get("body")) for js in scripts] == \
+        [("_static/a.js", None), ("", thebe), ("", "var other = 1")]
 
 
 # ----------------------------------------------------------------------------- slow: the smoke book
