@@ -13,8 +13,8 @@ The book is then built from the executed copies with Jupyter Book's execution of
 shows exactly what papermill ran: `<output>/book_src/` mirrors the repository (`_config.yml`,
 `_toc.yml`, `book/`, and the executed notebooks at `notebooks/`), so that launch buttons point at
 `notebooks/NAME.ipynb` in the repository; `jupyter-book build -W --keep-going` turns it into
-`<output>/html`. MathJax is served from the book itself when the `mathjax` package
-(django-static-mathjax) is installed, so the HTML also renders offline.
+`<output>/html`. MathJax is served from the book itself (`html/_static/mathjax/`, one script tag)
+when the `mathjax` package (django-static-mathjax) is installed, so the HTML also renders offline.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from prs.errors import UserError
 BOOK_FILES = ("_config.yml", "_toc.yml")
 BOOK_DIRS = ("book",)
 MATHJAX_PARTS = ("tex-mml-chtml.js", "a11y", "input", "output", "sre", "ui")  # what tex-mml-chtml loads
+MATHJAX_EXTRA = "_mathjax"  # staged folder, copied to the HTML root as it is (html_extra_path)
+MATHJAX_PATH = "mathjax/tex-mml-chtml.js"  # the one script tag, relative to _static: html/_static/mathjax/
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -127,7 +129,7 @@ def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
     for name in BOOK_FILES:
         shutil.copy2(root / name, book_src / name)
     for name in BOOK_DIRS:
-        shutil.copytree(root / name, book_src / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        shutil.copytree(root / name, book_src / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     (book_src / "notebooks").mkdir()
     for notebook in experiments.NOTEBOOKS:
         executed = executed_dir / "notebooks" / f"{notebook}.ipynb"
@@ -142,13 +144,21 @@ def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
         say("  MathJax is not installed locally (pip install django-static-mathjax): "
             "the book loads it from its CDN, so equations need the network")
     else:
-        static = book_src / "_static" / "mathjax"
-        static.mkdir(parents=True)
+        # Jupyter Book 1 adds every .js under the book's _static/ to every page as a <script>, so MathJax
+        # must not be staged there (its components would all load at once, twice over, and clash). Sphinx
+        # copies html_extra_path folders verbatim to the HTML root without scanning them: the files land
+        # in html/_static/mathjax/ and only tex-mml-chtml.js is loaded (by mathjax_path); it loads the
+        # parts it needs itself, on demand.
+        target = book_src / MATHJAX_EXTRA / "_static" / "mathjax"
+        target.mkdir(parents=True)
         for part in MATHJAX_PARTS:
-            (shutil.copytree if (es5 / part).is_dir() else shutil.copy2)(es5 / part, static / part)
+            (shutil.copytree if (es5 / part).is_dir() else shutil.copy2)(es5 / part, target / part)
         sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {}) or {}
-        # Relative to _static, which Jupyter Book adds to html_static_path when it exists.
-        config["sphinx"]["config"] = {**sphinx_config, "mathjax_path": "mathjax/tex-mml-chtml.js"}
+        config["sphinx"]["config"] = {
+            **sphinx_config,
+            "mathjax_path": MATHJAX_PATH,  # relative to _static
+            "html_extra_path": [*sphinx_config.get("html_extra_path", []), MATHJAX_EXTRA],
+        }
     (book_src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -166,8 +176,9 @@ def build_book(root: Path, output: Path, say) -> Path:
     executed_dir, book_src, html = output / "executed", output / "book_src", output / "html"
     stage_book(root, executed_dir, book_src, say)
     jb_dir = output / "jupyter_book"
+    # --all: Sphinx would keep citations and labels formatted under an earlier _config.yml (seconds either way)
     command = jupyter_book_command() + ["build", str(book_src), "--path-output", str(jb_dir), "--builder", "html",
-                                        "-W", "--keep-going"]
+                                        "-W", "--keep-going", "--all"]
     say("building the book: " + " ".join(command))
     done = subprocess.run(command, cwd=book_src)
     if done.returncode != 0:

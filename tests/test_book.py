@@ -3,18 +3,20 @@
 `prs reproduce --profile smoke` runs once per session (into a temporary build folder, with its own
 runs and data): papermill executes every notebook, Jupyter Book builds the HTML with warnings as
 errors. Then: the committed notebooks are untouched, nbval re-executes the executed copies, and
-headless Chromium opens every chapter to check that its figures loaded, its equations were typeset
-and its citations resolved. In CI (CI=true) the browser check must run; elsewhere it is skipped,
-with a message, when Chromium is missing.
+headless Chromium opens every chapter to check that its figures loaded at a legible size, its
+equations were typeset by the one MathJax, its citations resolved (author-year), and that its console
+shows no error and no request failed (tests/browser_check.py; its own test below shows it catches
+each kind). In CI (CI=true) the browser checks must run; elsewhere they are skipped, with a message,
+when Chromium is missing.
 """
 
+import contextlib
 import functools
-import html as html_lib
 import http.server
-import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -26,8 +28,10 @@ import pytest
 
 import yaml
 
+from browser_check import Browser
 from prs import cli
 from prs import experiments as ex
+from prs import plots
 from prs import reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +88,69 @@ def test_staged_book_mirrors_the_repository_with_the_executed_notebooks(tmp_path
     assert config["execute"]["execute_notebooks"] == "off"
     if reproduce.mathjax_source() is not None:
         assert config["sphinx"]["config"]["mathjax_path"] == "mathjax/tex-mml-chtml.js"
-        assert (src / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+        assert (src / reproduce.MATHJAX_EXTRA / "_static" / "mathjax" / "tex-mml-chtml.js").is_file()
+
+
+def test_jupyter_book_adds_no_mathjax_script_and_reads_the_citation_style(tmp_path):
+    """Jupyter Book's own config step, on the staged book: every .js under _static/ would become a
+    <script> on every page, so MathJax's only script is mathjax_path; the citation style is a Sphinx
+    setting (Jupyter Book ignores it at the top level of _config.yml)."""
+    from jupyter_book.config import get_final_config
+
+    reproduce.stage_book(ROOT, tmp_path / "executed", tmp_path / "src", lambda _: None)
+    src = tmp_path / "src"
+    sphinx_config, _ = get_final_config(user_yaml=src / "_config.yml", sourcedir=src,
+                                        cli_config={"latex_individualpages": False})
+    assert not [js for js in sphinx_config.get("html_js_files", []) if "mathjax" in str(js).lower()]
+    assert sphinx_config["bibtex_reference_style"] == "author_year_round"
+    assert sphinx_config["bibtex_default_style"] == "authoryear"
+    assert "bibtex_reference_style" not in yaml.safe_load((ROOT / "_config.yml").read_text())
+    if reproduce.mathjax_source() is not None:
+        assert sphinx_config["mathjax_path"] == reproduce.MATHJAX_PATH
+        assert reproduce.MATHJAX_EXTRA in sphinx_config["html_extra_path"]
+
+
+def book_extension():
+    """The book's local Sphinx extension, book/_ext/book_assets.py, as a module."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import book_assets
+    finally:
+        sys.path.remove(str(ROOT / "book" / "_ext"))
+    return book_assets
+
+
+def test_references_are_labelled_author_year():
+    """book/_ext/book_assets.py's pybtex style, on the book's own references.bib."""
+    import pybtex.database
+
+    book_assets = book_extension()
+    entries = pybtex.database.parse_file(ROOT / "book" / "references.bib").entries
+    style = book_assets.AuthorYearStyle()
+    labels = {entry.key: label for entry, label in zip(style.sort(entries.values()),
+                                                         style.format_labels(style.sort(entries.values())))}
+    assert labels["lee2022prs"] == "Lee et al., 2022"
+    assert labels["park2022vits"] == "Park and Kim, 2022"
+    assert labels["krizhevsky2009cifar"] == "Krizhevsky, 2009"
+    assert sorted(labels[k] for k in ("dascoli2021tcnn", "dascoli2021convit")) == \
+        ["d'Ascoli et al., 2021a", "d'Ascoli et al., 2021b"]
+    assert len(set(labels.values())) == len(labels), "labels are unique"
+
+
+def test_inline_scripts_that_sphinx_writes_twice_are_written_once():
+    """Sphinx 7.4 keeps a late-registered inline script as file name None and again as ''."""
+    from sphinx.builders.html._assets import _JavaScript
+
+    book_assets = book_extension()
+    thebe = 'const THEBE_JS_URL = "x"'
+    scripts = [_JavaScript("_static/a.js", priority=500), _JavaScript(None, body=thebe, priority=500),
+               _JavaScript("", body=thebe, priority=500), _JavaScript("", body="var other = 1", priority=500),
+               _JavaScript("_static/a.js", priority=500)]
+    context = {"script_files": scripts}
+    book_assets.drop_duplicate_scripts(None, "page", "page.html", context, None)
+    assert context["script_files"] is scripts, "the list the template reads is edited in place"
+    assert [(js.filename or "", js.attributes.get("body")) for js in scripts] == \
+        [("_static/a.js", None), ("", thebe), ("", "var other = 1")]
 
 
 # ----------------------------------------------------------------------------- slow: the smoke book
@@ -96,9 +162,17 @@ def _digest(paths):
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory):
+    """The smoke book, built here; or, with PRS_SMOKE_BOOK=DIR, the one that `prs reproduce --profile
+    smoke --output DIR` built before (to iterate on the book's checks without training again; run
+    with the same PRS_DATA, and keep its runs)."""
     tmp = tmp_path_factory.mktemp("smoke_book")
     sources = sorted((ROOT / "notebooks").glob("*.ipynb"))
     before = _digest(sources)
+    if os.environ.get("PRS_SMOKE_BOOK"):
+        build = Path(os.environ["PRS_SMOKE_BOOK"]).resolve()
+        assert (build / "html" / "index.html").is_file(), f"PRS_SMOKE_BOOK={build}: no book built there"
+        return SimpleNamespace(build=build, html=build / "html", sources=sources, before=before,
+                               executed=build / "executed" / "notebooks", env=dict(os.environ), tmp=tmp, log="")
     env = {**os.environ, "PRS_DATA": str(tmp / "data")}
     command = [sys.executable, "-m", "prs", "reproduce", "--profile", "smoke", "--output", str(tmp / "_build"),
                "--set", f"run_root={tmp / 'runs'}"]
@@ -141,48 +215,66 @@ def test_nbval_validates_the_executed_notebooks(smoke_book):
 
 
 @pytest.mark.slow
-def test_book_has_every_chapter_and_offline_mathjax(smoke_book):
+def test_book_has_every_chapter_and_offline_mathjax_loaded_once(smoke_book):
     for chapter in CHAPTERS:
         assert (smoke_book.html / f"{chapter}.html").is_file(), f"missing {chapter}.html"
     assert (smoke_book.html / "_static" / "mathjax" / "tex-mml-chtml.js").is_file(), \
         "MathJax is served by the book (pip install django-static-mathjax)"
+    for chapter in CHAPTERS:
+        page = (smoke_book.html / f"{chapter}.html").read_text()
+        scripts = re.findall(r'<script[^>]*\bsrc="([^"]+)"', page)
+        mathjax = [src for src in scripts if "mathjax" in src.lower()]
+        expected = 1 if chapter in MATH_CHAPTERS else len(mathjax[:1])  # Sphinx adds it to pages with math
+        assert len(mathjax) == expected and all("_static/mathjax/tex-mml-chtml.js" in src for src in mathjax), \
+            f"{chapter}: MathJax must be one script tag, tex-mml-chtml.js; found {mathjax}"
     page = (smoke_book.html / "notebooks" / "01_data_scale.html").read_text()
     assert "https://colab.research.google.com/github/" in page
     assert "/blob/main/notebooks/01_data_scale.ipynb" in page, "the Colab button opens the repository's notebook"
 
 
-# ----------------------------------------------------------------------------- slow: the browser check
+# ----------------------------------------------------------------------------- the browser check
 
-PROBE = """<!doctype html><html><body><pre id="report">pending</pre>
-<iframe id="page" src="{src}" style="width:1280px;height:4000px"></iframe>
-<script>
-const frame = document.getElementById("page");
-frame.addEventListener("load", () => {{
-  const doc = frame.contentDocument;
-  for (const img of doc.images) {{ img.loading = "eager"; }}
-  setTimeout(() => {{
-    const maths = [...doc.querySelectorAll(".math")];
-    const report = {{
-      title: doc.title,
-      h1: [...doc.querySelectorAll("article h1, main h1")].map(h => h.textContent.trim()),
-      images: [...doc.images].filter(i => !i.closest("header, nav, .navbar, .bd-sidebar-primary"))
-                .map(i => ({{src: i.getAttribute("src"), width: i.naturalWidth}})),
-      math: maths.length,
-      typeset: maths.filter(m => m.querySelector("mjx-container")).length,
-      math_errors: doc.querySelectorAll("mjx-merror").length,
-      citations: [...doc.querySelectorAll("a[href*='references.html#']")].map(a => a.getAttribute("href")),
-      ids: [...doc.querySelectorAll("[id]")].map(e => e.id),
-      unresolved: doc.body.innerText.includes("??"),
-    }};
-    document.getElementById("report").textContent = JSON.stringify(report);
-  }}, 6000);
-}});
-</script></body></html>"""
+# What each chapter reports, evaluated in the page once its images have loaded and MathJax is done.
+REPORT_JS = """(() => {
+  const maths = [...document.querySelectorAll(".math")];
+  return {
+    h1: [...document.querySelectorAll("article h1, main h1")].map(h => h.textContent.trim()),
+    images: [...document.images].filter(i => !i.closest("header, nav, .navbar, .bd-sidebar-primary"))
+              .map(i => ({src: i.getAttribute("src"), natural: i.naturalWidth,
+                          shown: i.getBoundingClientRect().width})),
+    math: maths.length,
+    typeset: maths.filter(m => m.querySelector("mjx-container")).length,
+    math_errors: document.querySelectorAll("mjx-merror").length,
+    citations: [...document.querySelectorAll("a[href*='references.html#']")]
+                 .map(a => ({href: a.getAttribute("href"), text: a.textContent.trim()})),
+    ids: [...document.querySelectorAll("[id]")].map(e => e.id),
+    unresolved: document.body.innerText.includes("??"),
+    script_tags: [...document.querySelectorAll("script[src]")].map(s => s.getAttribute("src")),
+    labels: [...document.querySelectorAll(".citation .label")].map(l => l.textContent.replace(/[\\[\\]]/g, "")),
+  };
+})()"""
+YEAR = re.compile(r"\b(19|20)\d\d[a-z]?\b")  # "Lee et al., 2022", or "2020" of "Cordonnier et al. (2020)"
+# JavaScript a page may fetch: 2.9 MB now, of which the theme's icon font script (fontawesome.js) is
+# 1.5 MB and MathJax 1.2 MB; 6.7 MB in 70 scripts while MathJax's parts were all loaded as scripts.
+JS_BUDGET = 3_500_000
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    """An HTTP server on 127.0.0.1 for `directory`; yields its base URL."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def chromium_binary():
@@ -194,41 +286,68 @@ def chromium_binary():
     pytest.skip("browser check skipped: chromium is not installed (apt-get install chromium; CI installs it)")
 
 
-@pytest.fixture(scope="session")
-def browser_reports(smoke_book, tmp_path_factory):
+def test_browser_check_reports_errors_failed_loads_and_foreign_requests(tmp_path):
+    """The checker itself: each kind of problem on a small site is caught; a clean page has none."""
     binary = chromium_binary()
-    probes = smoke_book.html / "_probe"
-    probes.mkdir(exist_ok=True)
-    handler = functools.partial(QuietHandler, directory=str(smoke_book.html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    reports = {}
-    try:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "ok.js").write_text("window.okLoaded = true;" + " " * 977)  # 1000 bytes
+    pages = {
+        "clean": '<script src="ok.js"></script><p>fine</p><script>console.log("just a log")</script>',
+        "throws": '<script>throw new Error("deliberate exception")</script>',
+        "console": '<script>console.error("deliberate console error")</script>',
+        "missing_image": '<img src="missing.png" alt="">',
+        "missing_script": '<script src="missing.js"></script>',
+        "foreign": '<img src="http://localhost:{port}/ok.js" alt="">',
+    }
+    with serve(site) as base, Browser(binary, tmp_path / "profile") as browser:
+        port = base.rsplit(":", 1)[1]
+        results = {}
+        for name, body in pages.items():
+            (site / f"{name}.html").write_text(f"<!doctype html><html><body>{body.format(port=port)}</body></html>")
+            results[name] = browser.open_page(f"{base}/{name}.html", report_js="document.title", timeout=30)
+    assert results["clean"].problems() == []
+    assert results["clean"].scripts == [(f"{base}/ok.js", 1000)]
+    assert any("deliberate exception" in e for e in results["throws"].errors), results["throws"].errors
+    assert any("deliberate console error" in e for e in results["console"].errors), results["console"].errors
+    assert f"{base}/missing.png (HTTP 404)" in results["missing_image"].failed_loads
+    assert f"{base}/missing.js (HTTP 404)" in results["missing_script"].failed_loads
+    assert results["foreign"].foreign == [f"http://localhost:{port}/ok.js"]
+    for name in pages:
+        assert (name == "clean") != bool(results[name].problems()), f"{name}: {results[name].problems()}"
+
+
+def png_dpi(path: Path) -> float:
+    """Horizontal resolution from a PNG's pHYs chunk (dots per inch); 0 when it has none."""
+    data = path.read_bytes()
+    at = data.find(b"pHYs")
+    if at < 0:
+        return 0.0
+    per_unit, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    return per_unit * 0.0254 if unit == 1 else 0.0
+
+
+@pytest.fixture(scope="session")
+def browser_results(smoke_book, tmp_path_factory):
+    binary = chromium_binary()
+    results = {}
+    with serve(smoke_book.html) as base, Browser(binary, tmp_path_factory.mktemp("chromium-profile")) as browser:
         for chapter in CHAPTERS:
-            probe = probes / (chapter.replace("/", "__") + ".html")
-            probe.write_text(PROBE.format(src=f"/{chapter}.html"))
-            url = f"http://127.0.0.1:{server.server_address[1]}/_probe/{probe.name}"
-            done = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                   "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                                   "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=30000",
-                                   "--dump-dom", url], capture_output=True, text=True, timeout=120)
-            match = re.search(r'<pre id="report">(.*?)</pre>', done.stdout, re.S)
-            assert match and match.group(1) != "pending", f"{chapter}: the page did not load in Chromium"
-            reports[chapter] = json.loads(html_lib.unescape(match.group(1)))
-    finally:
-        server.shutdown()
-        shutil.rmtree(probes, ignore_errors=True)
-    return reports
+            results[chapter] = browser.open_page(f"{base}/{chapter}.html", report_js=REPORT_JS, timeout=90)
+    sizes = ", ".join(f"{c}: {len(r.scripts)} scripts, {r.script_bytes / 1e6:.2f} MB" for c, r in results.items())
+    print(f"JavaScript per page: {sizes}")
+    return results
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_renders_in_chromium(browser_reports, chapter):
-    report = browser_reports[chapter]
+def test_chapter_renders_in_chromium_without_console_errors(browser_results, chapter):
+    result = browser_results[chapter]
+    report = result.report
+    assert not result.problems(), f"{chapter}: " + "\n".join(result.problems())
     assert report["h1"], f"{chapter}: no title rendered"
     assert not report["unresolved"], f"{chapter}: '??' in the page (an unresolved reference)"
-    broken = [img["src"] for img in report["images"] if img["width"] <= 0]
+    broken = [img["src"] for img in report["images"] if img["natural"] <= 0]
     assert not broken, f"{chapter}: images that did not load: {broken}"
     if chapter.startswith("notebooks/"):
         assert report["images"], f"{chapter}: no figures"
@@ -239,11 +358,46 @@ def test_chapter_renders_in_chromium(browser_reports, chapter):
         assert report["math"] > 0, f"{chapter}: no equations found"
     if chapter in CITING_CHAPTERS:
         assert report["citations"], f"{chapter}: no resolved citation links"
+    alpha = [c["text"] for c in report["citations"] if not YEAR.search(c["text"])]
+    assert not alpha, f"{chapter}: citations not in author-year form (alpha labels?): {alpha}"
 
 
 @pytest.mark.slow
-def test_citations_point_at_entries_of_the_references_page(browser_reports):
-    ids = set(browser_reports["book/references"]["ids"])
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_loads_mathjax_once_and_little_javascript(browser_results, chapter):
+    result = browser_results[chapter]
+    has_math = result.report["math"] > 0  # Sphinx adds MathJax only to pages with math
+    tags = [src for src in result.report["script_tags"] if "mathjax" in src.lower()]
+    assert len(tags) == has_math and all("_static/mathjax/tex-mml-chtml.js" in src for src in tags), \
+        f"{chapter}: MathJax script tags {tags}"
+    fetched = [url for url, _ in result.scripts if url.split("?")[0].endswith("/tex-mml-chtml.js")]
+    assert len(fetched) == has_math, f"{chapter}: tex-mml-chtml.js fetched {len(fetched)} times"
+    assert result.script_bytes <= JS_BUDGET, \
+        f"{chapter}: {result.script_bytes} bytes of JavaScript in {len(result.scripts)} scripts (budget {JS_BUDGET})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if c.startswith("notebooks/")])
+def test_figures_are_legible_at_the_width_the_book_shows_them(browser_results, smoke_book, chapter):
+    """Every figure: at least 150 dpi, and its tick labels at least 9 pt as the page shows them."""
+    tick_pt = min(plots.BOOK_STYLE["xtick.labelsize"], plots.BOOK_STYLE["ytick.labelsize"])
+    figures = [image for image in browser_results[chapter].report["images"] if "_images/" in image["src"]]
+    assert figures, f"{chapter}: no figures"
+    for image in figures:
+        path = (smoke_book.html / chapter).parent / image["src"]
+        dpi = png_dpi(path)
+        assert dpi >= 150, f"{chapter}: {image['src']} is {dpi:.0f} dpi"
+        shown_pt = tick_pt * dpi * image["shown"] / (96.0 * image["natural"])
+        assert shown_pt >= 9.0, (f"{chapter}: {image['src']} ({image['natural']} px) is shown {image['shown']:.0f} px "
+                                 f"wide: its {tick_pt} pt tick labels read as {shown_pt:.1f} pt")
+
+
+@pytest.mark.slow
+def test_citations_point_at_entries_of_the_references_page(browser_results):
+    labels = browser_results["book/references"].report["labels"]
+    assert labels and all(YEAR.search(label) for label in labels), f"references not labelled author-year: {labels}"
+    ids = set(browser_results["book/references"].report["ids"])
     for chapter in CITING_CHAPTERS:
-        for href in browser_reports[chapter]["citations"]:
+        for citation in browser_results[chapter].report["citations"]:
+            href = citation["href"]
             assert href.split("#", 1)[1] in ids, f"{chapter}: citation {href} has no entry"

@@ -282,3 +282,132 @@ def test_plots_does_not_import_experiments():
     # prs.experiments imports prs.plots lazily; the other way round would make an import cycle
     code = "import sys, prs.plots; assert 'prs.experiments' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---------------------------------------------------------------- legible at page width
+
+
+def test_importing_plots_applies_the_book_style():
+    import matplotlib as mpl
+
+    assert mpl.rcParams["figure.dpi"] >= 150 and mpl.rcParams["savefig.dpi"] >= 150
+    fig, ax = plt.subplots()
+    assert fig.dpi >= 150, "the inline backend saves a figure at its own dpi"
+    assert len({(s["linestyle"], s["marker"]) for s in mpl.rcParams["axes.prop_cycle"]}) == 8
+
+
+@pytest.mark.parametrize("width", [4.0, 5.5, 6.5, 7.0, plots.MAX_FIGURE_WIDTH_IN])
+def test_text_is_legible_at_the_size_the_book_shows_it(width):
+    import matplotlib as mpl
+
+    tick = min(mpl.rcParams["xtick.labelsize"], mpl.rcParams["ytick.labelsize"])
+    assert plots.rendered_points(tick, width) >= 9.0
+    assert plots.rendered_points(plots.CAPTION_SIZE, width) >= 8.0
+    assert plots.rendered_points(mpl.rcParams["legend.fontsize"], width) >= 9.0
+    # the sums behind it: a 10-inch figure at 150 dpi is 1500 px, shown at PAGE_WIDTH_PX
+    assert plots.rendered_points(10.0, 10.0) == pytest.approx(10.0 * plots.PAGE_WIDTH_PX / 960.0)
+
+
+def test_panel_grid_keeps_figures_within_the_page_width():
+    fig, axes = plots.panel_grid(5, ncols=3, panel=(3.6, 3.0))
+    assert fig.get_size_inches()[0] == plots.MAX_FIGURE_WIDTH_IN and len(axes) == 5
+    fig, _ = plots.panel_grid(4, ncols=2, panel=(3.0, 3.0))
+    assert tuple(fig.get_size_inches()) == (6.0, 6.0)
+
+
+def test_accuracy_axes_say_percent():
+    table = [{"model": "resnet", "ratio": r, "top1": 50.0} for r in (0.5, 1.0)]
+    assert "%" in plots.plot_accuracy_vs_ratio(table).get_ylabel()
+    histories = {"a": [{"epoch": 0, "test_top1": 1.0}]}
+    assert "%" in plots.plot_accuracy_vs_epoch(histories).get_ylabel()
+    params = {"switch_epochs": [0, None], "epochs": 2, "hybrid_model": "h", "vit_model": "v"}
+    rows = [{"switch_epoch": 0, "switch": "E=0", "top1_mean": 1.0, "top1_std": None},
+            {"switch_epoch": None, "switch": "never", "top1_mean": 2.0, "top1_std": None},
+            {"switch": "v", "top1_mean": 0.5, "top1_std": None}]
+    assert "%" in plots.plot_accuracy_vs_switch_epoch(params, rows).get_ylabel()
+
+
+def test_identical_curves_stay_distinguishable():
+    history = [{"epoch": e, "test_top1": 10.0 + e} for e in range(30)]
+    ax = plots.plot_accuracy_vs_epoch({"resnet_tiny": history, "never": list(history)})
+    first, second = ax.get_lines()
+    np.testing.assert_allclose(first.get_ydata(), second.get_ydata())
+    assert first.get_linestyle() != second.get_linestyle() and first.get_marker() != second.get_marker()
+    assert first.get_color() != second.get_color()
+    # the line drawn on top is thinner with smaller markers, and its markers fall on other epochs
+    assert second.get_linewidth() < first.get_linewidth() and second.get_markersize() < first.get_markersize()
+    assert first.get_markevery() != second.get_markevery()
+
+
+def test_gate_and_positional_fraction_differ_in_style_when_equal():
+    diags = [{"name": f"l{i}", "gate": 0.99, "attention_distance": 1.0, "positional_fraction": 0.99} for i in range(3)]
+    ax = plots.plot_gate_diagnostics(diags)
+    gate, positional = ax.get_lines()
+    assert gate.get_linestyle() != positional.get_linestyle()
+    assert gate.get_markersize() > positional.get_markersize() and gate.get_marker() != positional.get_marker()
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("draw", ["ratio", "switch_epoch", "schedule", "epochs", "gates", "high_freq"])
+def test_legends_sit_outside_the_data_and_clear_of_the_axis_labels(draw):
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    if draw == "ratio":
+        plots.plot_accuracy_vs_ratio([{"model": m, "ratio": r, "top1": 1.0} for m in "abc" for r in (0.5, 1.0)], ax=ax)
+    elif draw == "switch_epoch":
+        params = {"switch_epochs": [0, None], "epochs": 2, "hybrid_model": "h", "vit_model": "v"}
+        plots.plot_accuracy_vs_switch_epoch(params, [
+            {"switch_epoch": 0, "switch": "E=0", "top1_mean": 1.0, "top1_std": None},
+            {"switch_epoch": None, "switch": "never", "top1_mean": 2.0, "top1_std": None},
+            {"switch": "v", "top1_mean": 0.5, "top1_std": None}], ax=ax)
+    elif draw == "schedule":
+        plots.plot_switch_schedule({"layer3.0.conv1": 1, "layer4.0.conv2": None}, 3, ax=ax, label="prs")
+    elif draw == "epochs":
+        plots.plot_accuracy_vs_epoch({k: [{"epoch": 0, "test_top1": 1.0}] for k in "abcdef"}, ax=ax)
+    elif draw == "gates":
+        plots.plot_gate_diagnostics([{"name": "layer3.0.conv1", "gate": 0.5, "attention_distance": 1.0,
+                                      "positional_fraction": 0.5}], ax=ax)
+    else:
+        plots.plot_high_freq_vs_depth({"a": fake_curves(["embed", "attention", "mixed"]),
+                                       "b": fake_curves(["conv", "downsample", "conv"])}, ax=ax)
+    plots.add_provenance(fig, "caption " * 12)
+    render(fig)
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not _overlaps(legend, ax.get_window_extent(renderer)), "the legend covers the plotting area"
+    assert not _overlaps(legend, ax.xaxis.get_tightbbox(renderer)), "the legend covers tick labels or the x label"
+    assert not _overlaps(legend, fig.texts[0].get_window_extent(renderer)), "the legend covers the caption"
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+
+
+def test_attention_is_shaded_full_height_only_when_every_line_has_the_same_blocks():
+    vit = fake_curves(["embed", "attention", "attention", "mixed"])
+    same = plots.plot_high_freq_vs_depth({"25%": vit, "100%": vit})
+    assert len(same.patches) == 3
+    assert all(p.get_bbox().height >= 0.99 for p in same.patches)  # axes fraction: full height
+    cnn = fake_curves(["conv", "downsample", "conv", "conv"])
+    mixed = plots.plot_high_freq_vs_depth({"ViT": vit, "CNN": cnn, "ViT again": vit})
+    assert len(mixed.patches) == 6  # a strip per model with attention; none for the CNN
+    assert all(p.get_bbox().height <= 0.05 for p in mixed.patches)
+    cnn_line = mixed.get_lines()[1]
+    bottom = mixed.transLimits.transform((0.0, min(cnn_line.get_ydata())))[1]
+    top_of_strips = max(p.get_bbox().y1 for p in mixed.patches)
+    assert bottom > top_of_strips, "the strips sit below every curve"
+    ours = {to_rgba(p.get_facecolor())[:3] for p in mixed.patches}
+    assert ours == {to_rgba(mixed.get_lines()[i].get_color())[:3] for i in (0, 2)}
+
+
+def test_provenance_caption_is_dark_and_wraps_within_the_figure():
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    ax.plot([0, 1], [0, 1])
+    text = plots.provenance_caption("smoke", "synthetic", [0, 1, 2], "abc1234", smoke=True)
+    plots.add_provenance(fig, text)
+    render(fig)
+    caption = fig.texts[0]
+    assert caption.get_fontsize() >= plots.CAPTION_SIZE
+    assert max(to_rgba(caption.get_color())[:3]) <= 0.3
+    box = caption.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, "the caption fits the figure's width"
+    assert ax.get_tightbbox(fig.canvas.get_renderer()).y0 >= box.y1 - 1
