@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 import yaml
 
-from prs import data, models
+from prs import data, models, reparam
 from prs.errors import UserError
 from prs.schedule import ScheduleSpec
 
@@ -84,13 +84,24 @@ class TrainConfig:
 
 @dataclass
 class SwitchConfig:
-    # Gate logit lambda at the switch: g = sigmoid(lambda) weights positional attention.
+    # How a switched layer mixes its convolution's taps with content attention (prs/reparam.py):
+    # "linear" (a plain gate, 1 at the switch: the layer is its convolution bit for bit) or
+    # "sigmoid" (ConViT's gate, kept for comparison: exact only as gate_logit and locality grow).
+    form: str = "linear"
+    # "sigmoid" only: gate logit lambda and locality alpha of the positional attention at the switch.
     gate_logit: float = 10.0
-    # Locality strength alpha at the switch: positional logits are -alpha * |delta - offset|^2.
     locality: float = 12.0
-    # LR multiplier for the gate and positional weights: near-saturated sigmoids move slowly,
-    # so this sets how fast a switched layer can leave its convolution (AdamW steps ~ lr).
+    # A relative-position bias in the content logits at the switch, a soft bump of this strength on
+    # each head's tap (ConViT's default is 1; 0 = a learned bias starting flat); null = no bias.
+    content_locality: float | None = None
+    # "zero": the query projection starts at zero, so content attention starts as softmax(bias).
+    query_init: str = "random"
+    # "linear" only: keep each gate in [0, 1] (projected after every step), so that every head is a
+    # convex mix of its tap and its content attention.
+    bounded_gate: bool = True
+    # LR multipliers: gates and positional/bias weights; the q/k projections of switchable layers.
     gate_lr_scale: float = 10.0
+    qk_lr_scale: float = 1.0
 
 
 @dataclass
@@ -186,8 +197,10 @@ def _validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if not value > 0:
             raise UserError(f"{key}: must be > 0, got {value}")
-    if not cfg.switch.locality > 0 or not cfg.switch.gate_lr_scale > 0:
-        raise UserError("switch.locality and switch.gate_lr_scale: must be > 0")
+    if not cfg.switch.gate_lr_scale > 0 or not cfg.switch.qk_lr_scale > 0:
+        raise UserError("switch.gate_lr_scale and switch.qk_lr_scale: must be > 0")
+    sw = cfg.switch
+    reparam.check_switch_settings(sw.form, sw.locality, sw.content_locality, sw.query_init)
     if not 0.0 < d.ratio <= 1.0:
         raise UserError(f"data.ratio: must be in (0, 1], got {d.ratio}")
     for key, value in {"train.weight_decay": t.weight_decay, "train.warmup_epochs": t.warmup_epochs,

@@ -14,7 +14,8 @@ Every notebook is a thin narrative over these functions, all importable from `pr
    `tables`), `fourier_by_group` the spectra of trained runs (`spectra`);
 5. one `*_verdict` function per paper claim computes the notebook's closing sentence (`verdicts`,
    with the claims' text in `claims`);
-6. `show`, `provenance`, `keep_runs_on_drive` and the per-notebook tables are in `notebook`.
+6. `show`, `provenance`, `keep_runs_on_drive` and the per-notebook tables (the mechanism
+   diagnostics of switched runs included) are in `notebook`.
 
 Nothing here knows numbers from the paper: only its abstract is available (see `PAPER_CLAIMS`).
 """
@@ -23,8 +24,9 @@ from prs.experiments.claims import PAPER_CLAIMS
 from prs.experiments.grids import (Trial, data_scale_trials, describe, interpolation_trials, is_finished, is_hybrid,
                                    make_config, prs_trials, run_dir, run_grid, switch_label, switch_schedule,
                                    unique_trials)
-from prs.experiments.notebook import (PRS_COLUMNS, crossover_rows, data_percent, interpolation_summary,
-                                      keep_runs_on_drive, provenance, prs_rows, show, vit_like)
+from prs.experiments.notebook import (MECHANISM_COLUMNS, PRS_COLUMNS, crossover_rows, data_percent,
+                                      interpolation_summary, keep_runs_on_drive, mechanism_by_label, mechanism_rows,
+                                      provenance, prs_rows, show, vit_like)
 from prs.experiments.profiles import (is_smoke, notebook_parameters, notebook_params, parameter_names, profile_names,
                                       read_profile, training_plan)
 from prs.experiments.spectra import average_curves, fourier_by_group, high_freq_summary
@@ -35,11 +37,12 @@ from prs.experiments.verdicts import (Verdict, crossover_ratio, crossover_text, 
                                       interpolation_positions, interpolation_verdict, prs_verdict)
 
 __all__ = [
-    "NOTEBOOKS", "PAPER_CLAIMS", "PRS_COLUMNS", "SPECS", "NotebookSpec", "Trial", "Verdict", "average_curves",
+    "MECHANISM_COLUMNS", "NOTEBOOKS", "PAPER_CLAIMS", "PRS_COLUMNS", "SPECS", "NotebookSpec", "Trial", "Verdict", "average_curves",
     "check_notebook", "crossover_ratio", "crossover_rows", "crossover_text", "data_percent", "data_scale_trials",
     "data_scale_verdict", "describe", "format_mean_std", "fourier_by_group", "fourier_verdict", "high_freq_summary",
     "interpolation_positions", "interpolation_summary", "interpolation_trials", "interpolation_verdict", "is_finished",
-    "is_hybrid", "is_smoke", "keep_runs_on_drive", "make_config", "markdown_table", "mean_std", "notebook_parameters",
+    "is_hybrid", "is_smoke", "keep_runs_on_drive", "make_config", "markdown_table", "mean_std", "mechanism_by_label",
+    "mechanism_rows", "notebook_parameters",
     "notebook_params", "notebook_trials", "parameter_names", "pivot_markdown", "profile_names", "provenance",
     "prs_rows", "prs_trials", "prs_verdict", "read_profile", "results_table", "run_dir", "run_grid", "show", "spec",
     "summarize", "switch_label", "switch_schedule", "training_plan", "unique_trials", "vit_like",
