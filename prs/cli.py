@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete the runs of the selected notebooks first and train them again")
     p.add_argument("--output", default=None, metavar="DIR", help="build folder (default: <cwd>/_build)")
     p.add_argument("--cwd", default=".", metavar="DIR",
-                   help="repository root: notebooks run here, relative run and data paths start here (default: .)")
+                   help="repository root: notebooks run here, and relative run and data paths start here "
+                        "unless $PRS_ROOT names another folder (default: .)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a notebook parameter for this command, e.g. --set epochs=1 (YAML value)")
     p.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")

@@ -19,8 +19,10 @@ when the `mathjax` package (django-static-mathjax) is installed, so the HTML als
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -61,7 +63,7 @@ def plan_parameters(profile: str, notebooks: list[str], overrides: dict) -> dict
         raise UserError("--set profile: use --profile to choose the profile")
     for p in params.values():
         p.update({k: v for k, v in overrides.items() if k in p})
-    return params
+    return {nb: experiments.check_parameters(nb, p) for nb, p in params.items()}
 
 
 def select_notebooks(only: Sequence[str]) -> list[str]:
@@ -78,11 +80,32 @@ def check_root(root: Path, build_book: bool) -> None:
                         "run from the repository root or pass --cwd")
 
 
-def delete_runs(notebook: str, params: dict, root: Path, say) -> None:
-    """--force: remove the run directories this notebook's grid uses (relative paths start at root)."""
+def runs_base(root: Path) -> Path:
+    """Where relative run and data roots start: $PRS_ROOT if set, else the repository root (--cwd).
+    The notebooks' kernels are given the same folder as $PRS_ROOT (prs.experiments.project_root)."""
+    variable = os.environ.get(experiments.ROOT_VARIABLE)
+    return experiments.project_root() if variable else root
+
+
+@contextlib.contextmanager
+def kernel_environment(base: Path):
+    """$PRS_ROOT = base while papermill's kernels run (they inherit this process's environment)."""
+    before = os.environ.get(experiments.ROOT_VARIABLE)
+    os.environ[experiments.ROOT_VARIABLE] = str(base)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(experiments.ROOT_VARIABLE, None)
+        else:
+            os.environ[experiments.ROOT_VARIABLE] = before
+
+
+def delete_runs(notebook: str, params: dict, base: Path, say) -> None:
+    """--force: remove the run directories this notebook's grid uses (relative paths start at base)."""
+    params = experiments.resolve_roots(params, base)
     for trial in experiments.unique_trials(experiments.notebook_trials(notebook, params)):
         run_dir = experiments.run_dir(trial)
-        run_dir = run_dir if run_dir.is_absolute() else root / run_dir
         if run_dir.exists():
             shutil.rmtree(run_dir)
             say(f"  --force: deleted {run_dir}")
@@ -215,12 +238,14 @@ def reproduce(profile: str = "smoke", only: Sequence[str] = (), force: bool = Fa
     progress = sys.stderr.isatty()
     timings = {}
     tick = time.perf_counter()
+    base = runs_base(root)
     if force:  # all at once, before anything runs: later notebooks reuse earlier ones' runs
         for nb in notebooks:
-            delete_runs(nb, params[nb], root, say)
+            delete_runs(nb, params[nb], base, say)
     for i, nb in enumerate([] if book_only else notebooks, 1):
         say(f"[{i}/{len(notebooks)}] {nb} (profile {profile}) -> {executed_dir / 'notebooks' / nb}.ipynb")
-        timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
+        with kernel_environment(base):
+            timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
         say(f"[{i}/{len(notebooks)}] {nb} done in {timings[nb]:.0f} s")
     if timings:
         record = executed_dir / "timings.json"
