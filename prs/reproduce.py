@@ -11,7 +11,8 @@ checkpoint, so rerunning the same command after an interruption continues where 
 
 The book is then built from the executed copies with Jupyter Book's execution off, so the HTML
 shows exactly what papermill ran: `<output>/book_src/` mirrors the repository (`_config.yml`,
-`_toc.yml`, `book/`, and the executed notebooks at `notebooks/`), so that launch buttons point at
+`_toc.yml`, `book/`, and the executed notebooks at `notebooks/`, each showing its parameters once:
+papermill's injected cell of the values it ran with), so that launch buttons point at
 `notebooks/NAME.ipynb` in the repository; `jupyter-book build -W --keep-going` turns it into
 `<output>/html`. MathJax is served from the book itself (`html/_static/mathjax/`, one script tag)
 when the `mathjax` package (django-static-mathjax) is installed, so the HTML also renders offline.
@@ -144,6 +145,24 @@ def mathjax_source() -> Path | None:
     return es5 if (es5 / "tex-mml-chtml.js").is_file() else None
 
 
+def show_parameters_once(path: Path) -> bool:
+    """Papermill puts the values a notebook ran with in a cell of its own (tagged `injected-parameters`)
+    after the `parameters` cell of defaults; the book shows only that one, by tagging the defaults'
+    cell `remove-cell` (their types and meanings: papermill --help-notebook). Returns whether it did."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tags = [cell.metadata.get("tags", []) for cell in nb.cells]
+    if not any("injected-parameters" in t for t in tags):
+        return False
+    for cell in nb.cells:
+        cell_tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in cell_tags and "remove-cell" not in cell_tags:
+            cell_tags.append("remove-cell")
+    nbformat.write(nb, path)
+    return True
+
+
 def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
     """Mirror the repository's book files into book_src, with the executed notebooks at notebooks/."""
     if book_src.exists():
@@ -158,6 +177,7 @@ def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
         executed = executed_dir / "notebooks" / f"{notebook}.ipynb"
         if executed.exists():
             shutil.copy2(executed, book_src / "notebooks" / executed.name)
+            show_parameters_once(book_src / "notebooks" / executed.name)
         else:
             say(f"  {notebook} has not been executed yet: the book shows it without outputs")
             shutil.copy2(root / "notebooks" / executed.name, book_src / "notebooks" / executed.name)

@@ -12,6 +12,11 @@ package beyond the standard library. For each page, `Browser.open_page` returns:
 - `report`: what the page's own `REPORT_JS` expression returned (the DOM checks of tests/test_book.py).
 
 The browser's own request for /favicon.ico, which a page without an icon does not make, is left out.
+
+`Browser(..., width=420)` opens pages as a phone-width screen would; `OVERFLOW_JS` as a page's
+report expression, read by `overflow_problems`, says whether anything makes the page wider than
+the screen (document.documentElement.scrollWidth > the viewport's width) and which elements stick
+out past its right edge (those inside a box that scrolls or clips them do not count).
 """
 
 from __future__ import annotations
@@ -40,6 +45,45 @@ SETTLE_JS = """(async () => {
   await new Promise(done => setTimeout(done, 300));
   return true;
 })()"""
+
+
+# Horizontal overflow: the page's scroll width against the viewport's, and up to 8 elements whose
+# right edge lies beyond the viewport and that no ancestor scrolls or clips (the outermost of each).
+OVERFLOW_JS = """(() => {
+  const viewport = document.documentElement.clientWidth;
+  const clipped = el => {
+    for (let a = el.parentElement; a && a !== document.documentElement; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== "visible") { return true; }
+    }
+    return false;
+  };
+  const offenders = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 || box.right <= viewport + 1 || getComputedStyle(el).position === "fixed") { continue; }
+    if (clipped(el) || offenders.some(o => o.node.contains(el))) { continue; }
+    offenders.push({node: el, right: Math.round(box.right)});
+  }
+  return {
+    scroll_width: document.documentElement.scrollWidth,
+    viewport: viewport,
+    offenders: offenders.slice(0, 8).map(o => ({
+      element: o.node.tagName.toLowerCase() + (o.node.className && typeof o.node.className === "string"
+                 ? "." + o.node.className.trim().split(/\\s+/).join(".") : ""),
+      right: o.right,
+      text: (o.node.textContent || "").trim().slice(0, 60),
+    })),
+  };
+})()"""
+
+
+def overflow_problems(report: dict) -> list[str]:
+    """One line per problem in an `OVERFLOW_JS` report; empty when the page fits its viewport."""
+    if report["scroll_width"] <= report["viewport"]:
+        return []
+    culprits = "; ".join(f"{o['element']} reaches {o['right']} px ({o['text']!r})" for o in report["offenders"])
+    return [f"the page is {report['scroll_width']} px wide on a {report['viewport']} px screen"
+            + (f": {culprits}" if culprits else "")]
 
 
 @dataclass
