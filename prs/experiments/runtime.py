@@ -30,7 +30,7 @@ class Runtime:
     def summary(self) -> str:
         gpu = (f"{self.gpu} ({'bf16' if self.native_bf16 else 'no native bf16: fp16'} autocast)" if self.gpu
                else "none, CPU only")
-        profile = self.profile or "the parameters cell's (smoke unless papermill sets another)"
+        profile = self.profile or "from the parameters cell below"
         parts = [f"GPU: {gpu}", f"profile: {profile}"]
         if self.in_colab:
             parts.append("runs kept on Google Drive" if self.drive else "runs kept in this session only")
