@@ -15,8 +15,8 @@ The browser's own request for /favicon.ico, which a page without an icon does no
 
 `Browser(..., width=420)` opens pages as a phone-width screen would; `OVERFLOW_JS` as a page's
 report expression, read by `overflow_problems`, says whether anything makes the page wider than
-the screen (document.documentElement.scrollWidth > the viewport's width) and which elements stick
-out past its right edge (those inside a box that scrolls or clips them do not count).
+the screen (document.documentElement.scrollWidth > the viewport's width) and where the overflow
+starts: the elements that stick out past the screen's right edge while their parent does not.
 """
 
 from __future__ import annotations
@@ -47,33 +47,30 @@ SETTLE_JS = """(async () => {
 })()"""
 
 
-# Horizontal overflow: the page's scroll width against the viewport's, and up to 8 elements whose
-# right edge lies beyond the viewport and that no ancestor scrolls or clips (the outermost of each).
+# Horizontal overflow: the page's scroll width against the viewport's, and up to 8 elements where the
+# overflow starts (their right edge lies beyond the viewport, their parent's does not); those inside a
+# box that scrolls or clips them are listed last, flagged `inside_scroller`.
 OVERFLOW_JS = """(() => {
   const viewport = document.documentElement.clientWidth;
-  const clipped = el => {
-    for (let a = el.parentElement; a && a !== document.documentElement; a = a.parentElement) {
+  const beyond = el => el.getBoundingClientRect().right > viewport + 1;
+  const inScroller = el => {
+    // body's and html's overflow belongs to the viewport (CSS overflow propagation): it clips nothing
+    for (let a = el.parentElement; a && a !== document.body && a !== document.documentElement; a = a.parentElement) {
       if (getComputedStyle(a).overflowX !== "visible") { return true; }
     }
     return false;
   };
   const offenders = [];
   for (const el of document.body.querySelectorAll("*")) {
-    const box = el.getBoundingClientRect();
-    if (box.width === 0 || box.right <= viewport + 1 || getComputedStyle(el).position === "fixed") { continue; }
-    if (clipped(el) || offenders.some(o => o.node.contains(el))) { continue; }
-    offenders.push({node: el, right: Math.round(box.right)});
+    if (el.getBoundingClientRect().width === 0 || !beyond(el) || getComputedStyle(el).position === "fixed") { continue; }
+    if (el.parentElement !== document.body && beyond(el.parentElement)) { continue; }
+    const name = el.tagName.toLowerCase() + (typeof el.className === "string" && el.className.trim()
+                   ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+    offenders.push({element: name, right: Math.round(el.getBoundingClientRect().right), inside_scroller: inScroller(el),
+                    text: (el.textContent || "").trim().slice(0, 60)});
   }
-  return {
-    scroll_width: document.documentElement.scrollWidth,
-    viewport: viewport,
-    offenders: offenders.slice(0, 8).map(o => ({
-      element: o.node.tagName.toLowerCase() + (o.node.className && typeof o.node.className === "string"
-                 ? "." + o.node.className.trim().split(/\\s+/).join(".") : ""),
-      right: o.right,
-      text: (o.node.textContent || "").trim().slice(0, 60),
-    })),
-  };
+  offenders.sort((a, b) => a.inside_scroller - b.inside_scroller);
+  return {scroll_width: document.documentElement.scrollWidth, viewport: viewport, offenders: offenders.slice(0, 8)};
 })()"""
 
 
@@ -81,7 +78,8 @@ def overflow_problems(report: dict) -> list[str]:
     """One line per problem in an `OVERFLOW_JS` report; empty when the page fits its viewport."""
     if report["scroll_width"] <= report["viewport"]:
         return []
-    culprits = "; ".join(f"{o['element']} reaches {o['right']} px ({o['text']!r})" for o in report["offenders"])
+    culprits = "; ".join(f"{o['element']} reaches {o['right']} px{' inside a scrolling box' if o['inside_scroller'] else ''}"
+                         f" ({o['text']!r})" for o in report["offenders"])
     return [f"the page is {report['scroll_width']} px wide on a {report['viewport']} px screen"
             + (f": {culprits}" if culprits else "")]
 
