@@ -132,7 +132,7 @@ def engine_loop(model_name, dataset, root, batch_size, device, switched, compile
     opt = build_optimizer(model, t)
     sched = build_lr_scheduler(opt, t, len(train_loader))
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    amp = autocast_dtype("auto", device)
+    amp = autocast_dtype("bf16", device) if device.type == "cuda" else None  # as the usual loop: same dtype both sides
     net = torch.compile(model) if compile_model else model
     batches = _cycle(train_loader)
     step = [0]

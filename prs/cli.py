@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+import prs
 from prs.errors import UserError
 
 
@@ -35,16 +36,17 @@ def _remove_if_left_empty(folder: Path | None):
 
 
 def _train(args) -> int:
+    # the flags are checked before torch is imported (seconds), so that these errors come at once
+    if args.resume_dir and args.config:
+        raise UserError("give --config or --resume RUN_DIR, not both (a run directory has its own config)")
+    if not args.resume_dir and not args.config:
+        raise UserError("give --config FILE.yaml (or a preset name) or --resume RUN_DIR")
     from prs import config, data, train
 
-    if args.resume_dir and args.config:
-        raise UserError("prs train: give --config or --resume RUN_DIR, not both (a run directory has its own config)")
     if args.resume_dir:
         cfg = _resume_config(args.resume_dir, args.set, args.force)
-    elif args.config:
-        cfg = config.load(args.config, config.parse_set(args.set))
     else:
-        raise UserError("prs train: give --config FILE.yaml (or a preset name) or --resume RUN_DIR")
+        cfg = config.load(args.config, config.parse_set(args.set))
     with _remove_if_left_empty(data.data_root(cfg.data.root) if cfg.data.download else None):
         results = train.train(cfg, force=args.force, progress=args.progress,
                               previous_checkpoint=args.previous_checkpoint)
@@ -133,6 +135,7 @@ def _non_negative_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="prs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"prs {prs.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one model (resumes or reuses a run of the same config)")
@@ -157,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = dsub.add_parser("synth", help="write the synthetic CIFAR-100-format dataset to ROOT/synthetic, "
                                       "where data.dataset=synthetic reads it")
     s.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
-    s.add_argument("--seed", type=_non_negative_int, default=0)
+    s.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the generated images (default: 0)")
     s = dsub.add_parser("download", help="download CIFAR-100 (needs the network)")
     s.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
     p.set_defaults(func=_data)
@@ -171,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete the runs of the selected notebooks first and train them again")
     p.add_argument("--output", default=None, metavar="DIR", help="build folder (default: <cwd>/_build)")
     p.add_argument("--cwd", default=".", metavar="DIR",
-                   help="repository root: notebooks run here, relative run and data paths start here (default: .)")
+                   help="repository root: notebooks run here, and relative run and data paths start here "
+                        "unless $PRS_ROOT names another folder (default: .)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a notebook parameter for this command, e.g. --set epochs=1 (YAML value)")
     p.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
@@ -180,14 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_reproduce)
 
     p = sub.add_parser("bench", help="engine vs the usual PyTorch loop, images/s (appends to benchmarks/)")
-    p.add_argument("--model", default="resnet18")
+    p.add_argument("--model", default="resnet18", help="a registered model, e.g. resnet18, hybrid_resnet18, "
+                   "deit_tiny (default: resnet18)")
     p.add_argument("--dataset", default="synthetic", help="cifar100 or synthetic (default)")
     p.add_argument("--root", default=None, help="data root (default $PRS_DATA or ./data)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="images per step, both loops (default: 256)")
+    p.add_argument("--steps", type=int, default=50, help="timed training steps per round (default: 50)")
+    p.add_argument("--warmup", type=int, default=10,
+                   help="untimed steps before each timed round (compilation, allocator, autotuning; default: 10)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds per loop, the two loops alternating; the record keeps every round's rate and "
+                        "reports the median (default: 3)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--switched", action="store_true", help="hybrids: switch every layer to attention first")
     p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
     p.add_argument("--output", default="benchmarks/results.json", help="JSON list to append to ('' for none)")
@@ -195,8 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return list(sub.choices)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # a bare `prs`: the usage line, then what is missing
+        print(parser.format_usage(), end="", file=sys.stderr)
+        print(f"prs: error: give a command: {', '.join(_commands(parser))} (prs --help says what each does)",
+              file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.func(args)

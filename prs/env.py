@@ -30,13 +30,23 @@ def pick_device(name: str, setting: str = "train.device") -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device, setting: str = "train.precision") -> torch.dtype | None:
-    """The autocast dtype of a precision setting on `device`; None = float32 throughout."""
+    """The autocast dtype of a precision setting on `device`; None = float32 throughout. "auto" is
+    bf16 on a GPU that computes in bf16 natively (Ampere and later), fp16 (with loss scaling) on
+    older ones such as Colab's T4, where bf16 is only emulated, and float32 off CUDA."""
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype is not None and device.type != "cuda":
         raise UserError(f"{setting}: {precision} autocast is for CUDA; on {device.type} use fp32 or auto")
     return dtype
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA `device` computes in bf16 in hardware (not emulated)."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None):

@@ -11,7 +11,8 @@ checkpoint, so rerunning the same command after an interruption continues where 
 
 The book is then built from the executed copies with Jupyter Book's execution off, so the HTML
 shows exactly what papermill ran: `<output>/book_src/` mirrors the repository (`_config.yml`,
-`_toc.yml`, `book/`, and the executed notebooks at `notebooks/`), so that launch buttons point at
+`_toc.yml`, `book/`, and the executed notebooks at `notebooks/`, each showing its parameters once:
+papermill's injected cell of the values it ran with), so that launch buttons point at
 `notebooks/NAME.ipynb` in the repository; `jupyter-book build -W --keep-going` turns it into
 `<output>/html`. MathJax is served from the book itself (`html/_static/mathjax/`, one script tag)
 when the `mathjax` package (django-static-mathjax) is installed, so the HTML also renders offline.
@@ -19,8 +20,10 @@ when the `mathjax` package (django-static-mathjax) is installed, so the HTML als
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -61,7 +64,7 @@ def plan_parameters(profile: str, notebooks: list[str], overrides: dict) -> dict
         raise UserError("--set profile: use --profile to choose the profile")
     for p in params.values():
         p.update({k: v for k, v in overrides.items() if k in p})
-    return params
+    return {nb: experiments.check_parameters(nb, p) for nb, p in params.items()}
 
 
 def select_notebooks(only: Sequence[str]) -> list[str]:
@@ -78,11 +81,32 @@ def check_root(root: Path, build_book: bool) -> None:
                         "run from the repository root or pass --cwd")
 
 
-def delete_runs(notebook: str, params: dict, root: Path, say) -> None:
-    """--force: remove the run directories this notebook's grid uses (relative paths start at root)."""
+def runs_base(root: Path) -> Path:
+    """Where relative run and data roots start: $PRS_ROOT if set, else the repository root (--cwd).
+    The notebooks' kernels are given the same folder as $PRS_ROOT (prs.experiments.project_root)."""
+    variable = os.environ.get(experiments.ROOT_VARIABLE)
+    return experiments.project_root() if variable else root
+
+
+@contextlib.contextmanager
+def kernel_environment(base: Path):
+    """$PRS_ROOT = base while papermill's kernels run (they inherit this process's environment)."""
+    before = os.environ.get(experiments.ROOT_VARIABLE)
+    os.environ[experiments.ROOT_VARIABLE] = str(base)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(experiments.ROOT_VARIABLE, None)
+        else:
+            os.environ[experiments.ROOT_VARIABLE] = before
+
+
+def delete_runs(notebook: str, params: dict, base: Path, say) -> None:
+    """--force: remove the run directories this notebook's grid uses (relative paths start at base)."""
+    params = experiments.resolve_roots(params, base)
     for trial in experiments.unique_trials(experiments.notebook_trials(notebook, params)):
         run_dir = experiments.run_dir(trial)
-        run_dir = run_dir if run_dir.is_absolute() else root / run_dir
         if run_dir.exists():
             shutil.rmtree(run_dir)
             say(f"  --force: deleted {run_dir}")
@@ -121,6 +145,24 @@ def mathjax_source() -> Path | None:
     return es5 if (es5 / "tex-mml-chtml.js").is_file() else None
 
 
+def show_parameters_once(path: Path) -> bool:
+    """Papermill puts the values a notebook ran with in a cell of its own (tagged `injected-parameters`)
+    after the `parameters` cell of defaults; the book shows only that one, by tagging the defaults'
+    cell `remove-cell` (their types and meanings: papermill --help-notebook). Returns whether it did."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    tags = [cell.metadata.get("tags", []) for cell in nb.cells]
+    if not any("injected-parameters" in t for t in tags):
+        return False
+    for cell in nb.cells:
+        cell_tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in cell_tags and "remove-cell" not in cell_tags:
+            cell_tags.append("remove-cell")
+    nbformat.write(nb, path)
+    return True
+
+
 def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
     """Mirror the repository's book files into book_src, with the executed notebooks at notebooks/."""
     if book_src.exists():
@@ -135,6 +177,7 @@ def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
         executed = executed_dir / "notebooks" / f"{notebook}.ipynb"
         if executed.exists():
             shutil.copy2(executed, book_src / "notebooks" / executed.name)
+            show_parameters_once(book_src / "notebooks" / executed.name)
         else:
             say(f"  {notebook} has not been executed yet: the book shows it without outputs")
             shutil.copy2(root / "notebooks" / executed.name, book_src / "notebooks" / executed.name)
@@ -215,12 +258,14 @@ def reproduce(profile: str = "smoke", only: Sequence[str] = (), force: bool = Fa
     progress = sys.stderr.isatty()
     timings = {}
     tick = time.perf_counter()
+    base = runs_base(root)
     if force:  # all at once, before anything runs: later notebooks reuse earlier ones' runs
         for nb in notebooks:
-            delete_runs(nb, params[nb], root, say)
+            delete_runs(nb, params[nb], base, say)
     for i, nb in enumerate([] if book_only else notebooks, 1):
         say(f"[{i}/{len(notebooks)}] {nb} (profile {profile}) -> {executed_dir / 'notebooks' / nb}.ipynb")
-        timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
+        with kernel_environment(base):
+            timings[nb] = execute(nb, params[nb], root, executed_dir, progress)
         say(f"[{i}/{len(notebooks)}] {nb} done in {timings[nb]:.0f} s")
     if timings:
         record = executed_dir / "timings.json"

@@ -12,6 +12,11 @@ package beyond the standard library. For each page, `Browser.open_page` returns:
 - `report`: what the page's own `REPORT_JS` expression returned (the DOM checks of tests/test_book.py).
 
 The browser's own request for /favicon.ico, which a page without an icon does not make, is left out.
+
+`Browser(..., width=420)` opens pages as a phone-width screen would; `OVERFLOW_JS` as a page's
+report expression, read by `overflow_problems`, says whether anything makes the page wider than
+the screen (document.documentElement.scrollWidth > the viewport's width) and where the overflow
+starts: the elements that stick out past the screen's right edge while their parent does not.
 """
 
 from __future__ import annotations
@@ -40,6 +45,43 @@ SETTLE_JS = """(async () => {
   await new Promise(done => setTimeout(done, 300));
   return true;
 })()"""
+
+
+# Horizontal overflow: the page's scroll width against the viewport's, and up to 8 elements where the
+# overflow starts (their right edge lies beyond the viewport, their parent's does not); those inside a
+# box that scrolls or clips them are listed last, flagged `inside_scroller`.
+OVERFLOW_JS = """(() => {
+  const viewport = document.documentElement.clientWidth;
+  const beyond = el => el.getBoundingClientRect().right > viewport + 1;
+  const inScroller = el => {
+    // body's and html's overflow belongs to the viewport (CSS overflow propagation): it clips nothing
+    for (let a = el.parentElement; a && a !== document.body && a !== document.documentElement; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== "visible") { return true; }
+    }
+    return false;
+  };
+  const offenders = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    if (el.getBoundingClientRect().width === 0 || !beyond(el) || getComputedStyle(el).position === "fixed") { continue; }
+    if (el.parentElement !== document.body && beyond(el.parentElement)) { continue; }
+    const name = el.tagName.toLowerCase() + (typeof el.className === "string" && el.className.trim()
+                   ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+    offenders.push({element: name, right: Math.round(el.getBoundingClientRect().right), inside_scroller: inScroller(el),
+                    text: (el.textContent || "").trim().slice(0, 60)});
+  }
+  offenders.sort((a, b) => a.inside_scroller - b.inside_scroller);
+  return {scroll_width: document.documentElement.scrollWidth, viewport: viewport, offenders: offenders.slice(0, 8)};
+})()"""
+
+
+def overflow_problems(report: dict) -> list[str]:
+    """One line per problem in an `OVERFLOW_JS` report; empty when the page fits its viewport."""
+    if report["scroll_width"] <= report["viewport"]:
+        return []
+    culprits = "; ".join(f"{o['element']} reaches {o['right']} px{' inside a scrolling box' if o['inside_scroller'] else ''}"
+                         f" ({o['text']!r})" for o in report["offenders"])
+    return [f"the page is {report['scroll_width']} px wide on a {report['viewport']} px screen"
+            + (f": {culprits}" if culprits else "")]
 
 
 @dataclass

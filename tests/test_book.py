@@ -28,7 +28,7 @@ import pytest
 
 import yaml
 
-from browser_check import Browser
+from browser_check import OVERFLOW_JS, Browser, overflow_problems
 from prs import cli
 from prs import experiments as ex
 from prs import plots
@@ -151,6 +151,43 @@ def test_inline_scripts_that_sphinx_writes_twice_are_written_once():
     assert context["script_files"] is scripts, "the list the template reads is edited in place"
     assert [(js.filename or "", js.attributes.get("body")) for js in scripts] == \
         [("_static/a.js", None), ("", thebe), ("", "var other = 1")]
+
+
+def test_the_book_shows_the_parameters_papermill_ran_with_once(tmp_path):
+    """The staged copy keeps papermill's injected cell and removes the cell of defaults before it."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    executed = tmp_path / "executed" / "notebooks"
+    executed.mkdir(parents=True)
+    nb = load_notebook_node(str(ROOT / "notebooks" / "01_data_scale.ipynb"))  # as papermill reads it
+    nbformat.write(parameterize_notebook(nb, {"epochs": 1}), executed / "01_data_scale.ipynb")
+    reproduce.stage_book(ROOT, tmp_path / "executed", tmp_path / "src", lambda _: None)
+    staged = nbformat.read(tmp_path / "src" / "notebooks" / "01_data_scale.ipynb", as_version=4)
+    tags = {c.get("id"): c.metadata.get("tags", []) for c in staged.cells}
+    (defaults,) = [t for t in tags.values() if "parameters" in t]
+    (injected,) = [t for t in tags.values() if "injected-parameters" in t]
+    assert "remove-cell" in defaults and "remove-cell" not in injected
+    assert sum("remove-cell" in t for t in tags.values()) == 1, "nothing else is removed"
+    assert "hide-input" in staged.cells[1].metadata.get("tags", []), "the set-up cell stays collapsed"
+    unexecuted = nbformat.read(tmp_path / "src" / "notebooks" / "02_fourier.ipynb", as_version=4)
+    assert not any("remove-cell" in c.metadata.get("tags", []) for c in unexecuted.cells), \
+        "without papermill's cell the defaults are the only parameters shown"
+
+
+def test_the_book_extension_serves_its_style_sheet(tmp_path):
+    """A one-page Sphinx build with book_assets: prs-book.css is copied and every page links it."""
+    from sphinx.cmd.build import build_main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+                                 "extensions = ['book_assets']\n")
+    (src / "index.rst").write_text("Title\n=====\n\nText.\n")
+    assert build_main(["-q", "-b", "html", str(src), str(tmp_path / "html")]) == 0
+    css = tmp_path / "html" / "_static" / "prs-book.css"
+    assert css.read_text() == (ROOT / "book" / "_ext" / "static" / "prs-book.css").read_text()
+    assert 'href="_static/prs-book.css' in (tmp_path / "html" / "index.html").read_text()
 
 
 # ----------------------------------------------------------------------------- slow: the smoke book
@@ -317,6 +354,46 @@ def test_browser_check_reports_errors_failed_loads_and_foreign_requests(tmp_path
         assert (name == "clean") != bool(results[name].problems()), f"{name}: {results[name].problems()}"
 
 
+PHONE_WIDTH = 420  # px: the narrowest screen the book is checked on
+
+
+def test_overflow_check_finds_what_widens_a_phone_width_page(tmp_path):
+    """The 420-px check on small pages: a wide box is caught and named; a box that scrolls is not;
+    the book's style sheet keeps a wide display equation and a long title inside the screen."""
+    binary = chromium_binary()
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(ROOT / "book" / "_ext" / "static" / "prs-book.css", site / "prs-book.css")
+    equation = ('<div class="math"><mjx-container display="true" style="display: block">'
+                '<span style="display: inline-block; width: 900px">E = mc^2</span></mjx-container></div>')
+    title = '<h1 style="font-size: 72px">Reparameterization Scheduling</h1>'
+    pages = {
+        "fits": "<p>a short page</p>",
+        "wide": '<div class="wide" style="width: 1000px">too wide</div>',
+        "scrolls": '<div style="overflow-x: auto"><div style="width: 1000px">scrolls in its box</div></div>',
+        "equation_unstyled": equation,
+        "equation": equation,
+        "title_unstyled": title,
+        "title": title,
+    }
+    with serve(site) as base, Browser(binary, tmp_path / "profile", width=PHONE_WIDTH) as browser:
+        reports = {}
+        for name, body in pages.items():
+            style = "" if name.endswith("unstyled") or name in ("fits", "wide", "scrolls") else \
+                '<link rel="stylesheet" href="prs-book.css">'
+            (site / f"{name}.html").write_text(f'<!doctype html><html lang="en"><head>{style}</head>'
+                                               f'<body style="margin: 0">{body}</body></html>')
+            result = browser.open_page(f"{base}/{name}.html", report_js=OVERFLOW_JS, timeout=30)
+            reports[name] = result.report
+    assert reports["fits"]["viewport"] == PHONE_WIDTH and overflow_problems(reports["fits"]) == []
+    (problem,) = overflow_problems(reports["wide"])
+    assert problem.startswith(f"the page is 1000 px wide on a {PHONE_WIDTH} px screen: div.wide reaches 1000 px")
+    assert overflow_problems(reports["scrolls"]) == []
+    assert overflow_problems(reports["equation_unstyled"]) and overflow_problems(reports["title_unstyled"]), \
+        "without the style sheet these pages overflow (else this test checks nothing)"
+    assert overflow_problems(reports["equation"]) == [] and overflow_problems(reports["title"]) == []
+
+
 def png_dpi(path: Path) -> float:
     """Horizontal resolution from a PNG's pHYs chunk (dots per inch); 0 when it has none."""
     data = path.read_bytes()
@@ -390,6 +467,24 @@ def test_figures_are_legible_at_the_width_the_book_shows_them(browser_results, s
         shown_pt = tick_pt * dpi * image["shown"] / (96.0 * image["natural"])
         assert shown_pt >= 9.0, (f"{chapter}: {image['src']} ({image['natural']} px) is shown {image['shown']:.0f} px "
                                  f"wide: its {tick_pt} pt tick labels read as {shown_pt:.1f} pt")
+
+
+@pytest.fixture(scope="session")
+def phone_results(smoke_book, tmp_path_factory):
+    binary = chromium_binary()
+    with serve(smoke_book.html) as base, \
+            Browser(binary, tmp_path_factory.mktemp("chromium-phone"), width=PHONE_WIDTH) as browser:
+        return {chapter: browser.open_page(f"{base}/{chapter}.html", report_js=OVERFLOW_JS, timeout=90)
+                for chapter in CHAPTERS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_fits_a_phone_width_screen(phone_results, chapter):
+    """At 420 px nothing widens the page: equations and tables scroll in their box, titles wrap."""
+    result = phone_results[chapter]
+    assert not result.problems(), f"{chapter} at {PHONE_WIDTH} px: " + "\n".join(result.problems())
+    assert overflow_problems(result.report) == [], f"{chapter}: " + "\n".join(overflow_problems(result.report))
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """prs.env: devices and precision named after the setting, and the provenance of a run."""
 
+import contextlib
 import subprocess
 
 import pytest
@@ -14,9 +15,20 @@ def test_device_and_precision_errors_name_the_setting_they_are_given():
     with pytest.raises(UserError, match=r"^--device: 'nonsense' is not a device"):
         env.pick_device("nonsense", setting="--device")
     assert env.autocast_dtype("auto", torch.device("cpu")) is None
-    assert env.autocast_dtype("auto", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(UserError, match=r"^train.precision: bf16 autocast is for CUDA; on cpu use fp32 or auto"):
         env.autocast_dtype("bf16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_precision_is_fp16_on_gpus_without_native_bf16(native, expected, monkeypatch):
+    """A T4 emulates bf16 (slowly): `auto` gives it fp16, which train() pairs with loss scaling."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
+                        asked.append(including_emulation) or native)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    assert env.autocast_dtype("auto", torch.device("cuda")) == expected
+    assert asked == [False], "emulated bf16 does not count"
+    assert env.autocast_dtype("fp32", torch.device("cuda")) is None
 
 
 def git(root, *args):

@@ -107,12 +107,16 @@ def test_profile_overrides_are_merged_under_the_run_fields():
     assert cfg.train.epochs == params["epochs"]  # the grid's own field wins
 
 
-def test_notebook_params_from_namespace_and_named_profile():
+def test_notebook_params_from_namespace_and_named_profile(monkeypatch):
+    from prs.experiments import runtime
+
+    monkeypatch.setattr(runtime, "cuda_device", lambda: (None, False))  # as on a CPU-only machine
     defaults = ex.notebook_parameters("smoke", "02_fourier")
-    assert ex.notebook_params("02_fourier", dict(defaults, other=1)) == defaults
+    assert ex.notebook_params("02_fourier", dict(defaults, other=1)) == ex.resolve_roots(defaults)  # roots absolute
     with pytest.raises(UserError, match="fourier_images"):
         ex.notebook_params("02_fourier", {k: v for k, v in defaults.items() if k != "fourier_images"})
-    assert ex.notebook_params("02_fourier", {}, profile="full")["profile"] == "full"
+    with pytest.warns(RuntimeWarning, match="sized for a GPU"):
+        assert ex.notebook_params("02_fourier", {}, profile="full")["profile"] == "full"
 
 
 def test_training_plan_counts_distinct_runs_and_dataset_passes():

@@ -55,6 +55,7 @@ def test_parameters_cell_defaults_equal_the_smoke_profile(name):
     assert len(cells) == 1, f"{name}: needs exactly one cell tagged 'parameters' (Colab cannot show tags)"
     namespace = {}
     exec(compile(cells[0].source, f"{name}:parameters", "exec"), {}, namespace)  # literals only
+    namespace.pop("__annotations__", None)  # the types papermill --help-notebook shows
     assert namespace == ex.notebook_parameters("smoke", name)
 
 
@@ -62,7 +63,7 @@ def test_parameters_cell_defaults_equal_the_smoke_profile(name):
 def test_parameters_cell_holds_only_literal_assignments(name):
     cell = next(c for c in load(name).cells if "parameters" in c.metadata.get("tags", []))
     for node in ast.parse(cell.source).body:
-        assert isinstance(node, ast.Assign), f"{name}: parameters cell must only assign values"
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), f"{name}: parameters cell must only assign values"
         ast.literal_eval(node.value)  # papermill replaces these; they must be plain values
 
 
@@ -74,7 +75,10 @@ def test_first_cell_sets_up_colab_without_pins_and_colab_steps_are_guarded(name)
     assert "google.colab" in first.source and "IN_COLAB" in first.source
     assert "pip" in first.source and "install" in first.source
     assert not re.search(r"(torch|numpy|torchvision)\s*[=<>~]=", first.source), "no torch/numpy pins on Colab"
-    assert "get_device_name" in first.source, "the set-up cell reports the GPU"
+    assert "ex.set_up(PROFILE, drive=DRIVE, in_colab=IN_COLAB)" in first.source, \
+        "the set-up cell hands the runtime's decisions to prs.experiments.set_up (tested there)"
+    assert "capture_output=True" in first.source and "pip.stderr" in first.source, "pip's own error is shown"
+    assert "hide-input" in first.metadata.get("tags", []), "the book collapses the set-up: the narrative comes first"
     assert '"full"' in first.source, "the set-up cell says how to switch to the full profile"
     install = re.search(r'git\+(https://\S+?)@(\w+)"', first.source)
     assert install and install.group(1) == book_config()["repository"]["url"] and install.group(2) == "main"

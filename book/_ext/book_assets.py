@@ -11,10 +11,15 @@
    the builder keeps it once with the file name None and `prepare_writing` adds it again from the
    registry with the name ''. sphinx-thebe's script declares `const THEBE_JS_URL`, so the second
    copy threw a SyntaxError in every reader's console.
+
+3. The book's own style sheet, `static/prs-book.css`: chapters readable on a 420-px-wide screen
+   (equations and tables scroll in their own box, long titles wrap). It is served from its own
+   static folder, not the book root's `_static/`, whose every file Jupyter Book adds to each page.
 """
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from string import ascii_lowercase
 
 import sphinxcontrib.bibtex.plugin
@@ -92,7 +97,17 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
     scripts[:] = kept
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+STYLE_SHEET = "prs-book.css"
+
+
+def add_static_folder(app, config) -> None:
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+
+
 def setup(app):
+    app.connect("config-inited", add_static_folder)
+    app.add_css_file(STYLE_SHEET)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle, force=True)
     sphinxcontrib.bibtex.plugin.register_plugin("sphinxcontrib.bibtex.style.referencing", "author_year_round",
                                                 RoundAuthorYear, force=True)

@@ -15,7 +15,8 @@ Every notebook is a thin narrative over these functions, all importable from `pr
 5. one `*_verdict` function per paper claim computes the notebook's closing sentence (`verdicts`,
    with the claims' text in `claims`);
 6. `show`, `provenance`, `keep_runs_on_drive` and the per-notebook tables (the mechanism
-   diagnostics of switched runs included) are in `notebook`.
+   diagnostics of switched runs included) are in `notebook`; `set_up` (`runtime`) is the first
+   cell's: Colab or not, GPU, profile, Drive, installed commit.
 
 Nothing here knows numbers from the paper: only its abstract is available (see `PAPER_CLAIMS`).
 """
@@ -27,8 +28,10 @@ from prs.experiments.grids import (Trial, data_scale_trials, describe, interpola
 from prs.experiments.notebook import (MECHANISM_COLUMNS, PRS_COLUMNS, crossover_rows, data_percent,
                                       interpolation_summary, keep_runs_on_drive, mechanism_by_label, mechanism_rows,
                                       provenance, prs_rows, show, vit_like)
-from prs.experiments.profiles import (is_smoke, notebook_parameters, notebook_params, parameter_names, profile_names,
-                                      read_profile, training_plan)
+from prs.experiments.profiles import (ROOT_VARIABLE, check_parameters, is_smoke, needs_gpu, notebook_parameters,
+                                      notebook_params, parameter_names, profile_names, project_root, read_profile,
+                                      resolve_roots, training_plan)
+from prs.experiments.runtime import Runtime, set_up
 from prs.experiments.spectra import average_curves, fourier_by_group, high_freq_summary
 from prs.experiments.specs import NOTEBOOKS, SPECS, NotebookSpec, check_notebook, notebook_trials, spec
 from prs.experiments.tables import (format_mean_std, markdown_table, mean_std, pivot_markdown, results_table,
@@ -37,7 +40,9 @@ from prs.experiments.verdicts import (Verdict, crossover_ratio, crossover_text, 
                                       interpolation_positions, interpolation_verdict, prs_verdict)
 
 __all__ = [
-    "MECHANISM_COLUMNS", "NOTEBOOKS", "PAPER_CLAIMS", "PRS_COLUMNS", "SPECS", "NotebookSpec", "Trial", "Verdict", "average_curves",
+    "MECHANISM_COLUMNS", "NOTEBOOKS", "PAPER_CLAIMS", "PRS_COLUMNS", "ROOT_VARIABLE", "Runtime", "SPECS",
+    "NotebookSpec", "Trial", "Verdict", "average_curves", "check_parameters", "needs_gpu", "project_root",
+    "resolve_roots", "set_up",
     "check_notebook", "crossover_ratio", "crossover_rows", "crossover_text", "data_percent", "data_scale_trials",
     "data_scale_verdict", "describe", "format_mean_std", "fourier_by_group", "fourier_verdict", "high_freq_summary",
     "interpolation_positions", "interpolation_summary", "interpolation_trials", "interpolation_verdict", "is_finished",
