@@ -159,17 +159,23 @@ def test_attention_forward_matches_dense_definition_for_any_parameters(settings,
     torch.testing.assert_close(layer.positional_attention(*size).double(), dense_positional(layer, *size))
 
 
+def forward_flops(layer, size):
+    """FLOPs of one forward pass of `layer` on a 1 x 8 x size x size input, as PyTorch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        layer(torch.randn(1, 8, size, size))
+    return counter.get_total_flops()
+
+
 def test_sigmoid_positional_term_costs_n_times_h_plus_w_not_n_squared():
     """The sigmoid form's positional map is applied as two small factors: multiply-adds grow as N (H + W)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     def attention_flops(size):
         layer = ReparamConv2d(8, 8)
         layer.switch_to_attention(**LEGACY)
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            layer(torch.randn(1, 8, size, size))
-        return counter.get_total_flops()
+        return forward_flops(layer, size)
 
     heads, c, d = 9, 8, 16
     for size in (8, 16):
@@ -182,13 +188,7 @@ def test_sigmoid_positional_term_costs_n_times_h_plus_w_not_n_squared():
 
 def test_linear_positional_term_costs_what_the_conv_cost():
     """The linear form's positional term is the convolution itself (taps scaled by the gate)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def flops(layer, size):
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            layer(torch.randn(1, 8, size, size))
-        return counter.get_total_flops()
+    flops = forward_flops
 
     heads, c, d = 9, 8, 16
     for size in (8, 16):
