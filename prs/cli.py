@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from prs.errors import UserError
+from prs.errors import RunFailure, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         from prs.engine import TrainingDiverged
 
-        if not isinstance(e, TrainingDiverged):
+        if not isinstance(e, (TrainingDiverged, RunFailure)):
             raise
-        print(f"prs: error: {e}", file=sys.stderr)
+        print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("prs: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)

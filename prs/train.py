@@ -29,11 +29,19 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     rank, world = distributed.rank_and_world()
     say = print if verbose and rank == 0 else (lambda *a, **k: None)
     run = runs.Run(cfg, force, previous_checkpoint)
-    finished = run.finished_results()
+    finished = run.finished_results(say)
     if finished is not None:
         say(f"reusing finished run {run.dir} (--force to train it again)")
         return finished
+    try:
+        if rank == 0:
+            run.lock()  # one writer: fail now, not after loading the data, if another process trains this run
+        return _train(cfg, run, rank, world, say, progress)
+    finally:
+        run.release()
 
+
+def _train(cfg: Config, run: runs.Run, rank: int, world: int, say, progress: bool | None) -> dict:
     device = env.pick_device(cfg.train.device)
     if world > 1:
         device = distributed.init(device)
@@ -129,7 +137,7 @@ def _record(cfg: Config, run: runs.Run, model: nn.Module, data_info: dict, switc
 
 def _resume(run: runs.Run, record: runs.RunRecord, parts: engine.Parts, say) -> engine.FitState:
     """Where to start: the checkpoint's state loaded into `parts`, or a fresh start."""
-    found = run.checkpoint(record)
+    found = run.checkpoint(record, say)
     if found is None:
         return engine.FitState()
     checkpoint, path = found

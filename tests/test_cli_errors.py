@@ -28,7 +28,7 @@ def inputs(tmp_path_factory, tiny_config):
     (base / "empty").mkdir()
     for split in ("train", "val"):
         (base / "no_classes" / split).mkdir(parents=True)
-    (base / "not_synthetic" / "synthetic" / data.CIFAR_FOLDER).mkdir(parents=True)
+    (base / "not_synthetic" / "synthetic" / data.ARRAY_FOLDER).mkdir(parents=True)
     return base
 
 

@@ -332,7 +332,7 @@ def test_force_starts_over_but_only_after_the_input_checks(inproc, tmp_path, cap
     before = files_of(run_dir)
     # Bad input with --force: a data root whose CIFAR folder is not the synthetic set.
     bad_root = tmp_path / "bad_data"
-    (bad_root / "synthetic" / data.CIFAR_FOLDER).mkdir(parents=True)
+    (bad_root / "synthetic" / data.ARRAY_FOLDER).mkdir(parents=True)
     assert cli_train(config_path, tmp_path, "--force", "--set", f"data.root={bad_root}") == 2
     assert "not a synthetic dataset" in one_line_error(capsys)
     assert files_of(run_dir) == before  # the finished run survived the failed --force
