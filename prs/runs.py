@@ -300,10 +300,12 @@ class Run:
         for key in ("config_hash", "train_indices_sha", "data_sha"):
             then = state.get(key, now[key])  # checkpoints from before a stamp existed are not refused for it
             if then != now[key]:
-                what = ("another config" if key == "config_hash"
-                        else "other training or test images (a different data set or root)")
+                what = {"config_hash": "another config",
+                        "train_indices_sha": "other training images (a different data set or root)",
+                        "data_sha": "other training images or test images (their pixels or labels differ)"}[key]
                 raise UserError(f"checkpoint {path} was written for {what} ({key} {then}, now {now[key]}); point "
-                                "data.root at the data it was trained on, or rerun with --force to start over")
+                                "data.root at the data it was trained on, or set run.tag to train a separate run "
+                                "(--force would delete this one)")
         then = state.get("world_size", now["world_size"])
         if then != now["world_size"]:
             raise UserError(f"checkpoint {path} was written by {then} process(es), this run has {now['world_size']}: "

@@ -26,7 +26,7 @@ from prs import data, distributed, runs
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-RUN_FILES = ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml", "results.json"]
+RUN_FILES = ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml", "results.json", "run.lock"]
 
 
 def free_port() -> int:
