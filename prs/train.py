@@ -60,8 +60,14 @@ def _train(cfg: Config, run: runs.Run, rank: int, world: int, say, progress: boo
 
     bar = engine.progress_bar(progress, (cfg.train.epochs - state.epoch) * len(train_loader), run.dir.name) \
         if rank == 0 else None
-    engine.fit(parts, train_loader, test_loader, cfg.train, switches, state, rank=rank, say=say, bar=bar,
-               on_epoch_end=save if rank == 0 else None, where=run.dir)
+    try:
+        engine.fit(parts, train_loader, test_loader, cfg.train, switches, state, rank=rank, say=say, bar=bar,
+                   on_epoch_end=save if rank == 0 else None, where=run.dir)
+    except RuntimeError as e:
+        failure = distributed.peer_failure(e, rank, run.dir) if world > 1 else None
+        if failure is None:
+            raise
+        raise failure from None
     if bar is not None:
         bar.close()
     record.update(state).finish()
