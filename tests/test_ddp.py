@@ -293,3 +293,31 @@ def test_stopped_rank_ends_the_run_within_the_timeout_with_one_line(setup, tmp_p
     assert line.startswith("prs: error: rank 0: another process of this run died or stopped answering within 15 s")
     (run_dir,) = root.iterdir()
     assert str(run_dir) in line and results_of(run_dir)["history"]  # the checkpoint is kept
+
+
+@pytest.mark.slow
+def test_restarted_torchrun_refuses_while_orphaned_workers_still_train(setup, tmp_path):
+    """SIGKILL to the torchrun launcher alone leaves its workers training; a second torchrun on the
+    same run stops at once with one line naming the orphaned rank 0 (the run directory's lock)."""
+    _, path = setup
+    root = tmp_path / "runs"
+    long_run = command(path, root, 2) + ["--set", "train.epochs=30"]  # still training when the second one starts
+    first = subprocess.Popen(long_run, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        while not list(root.glob("*/results.json")):
+            assert first.poll() is None, "the run ended before its launcher could be killed"
+            time.sleep(0.01)
+        workers = children_of(first.pid)
+        (rank0,) = [pid for pid in workers if rank_of(pid) == 0]
+        first.kill()
+        first.wait(timeout=60)
+        assert all(Path(f"/proc/{pid}").exists() for pid in workers), "the orphans were to keep running"
+        second = subprocess.run(long_run, env=ENV, capture_output=True, text=True, timeout=300)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert second.returncode != 0
+    (line,) = prs_error_lines(second.stdout + second.stderr)
+    assert f"is being trained by pid {rank0} on {socket.gethostname()}" in line
