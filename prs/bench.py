@@ -165,7 +165,8 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
     rates: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for name, (_, run) in sides.items():
-            run(warmup)
+            if warmup:  # zero steps would be an epoch of no images (a division by zero in train_epoch)
+                run(warmup)
             synchronize(dev)
             tick = time.perf_counter()
             run(steps)
