@@ -1,11 +1,13 @@
 """The run directory: one per config, `<run.root>/<model>-<config hash>/`.
 
 It holds config.yaml, results.json (a `RunRecord`, rewritten atomically after every epoch,
-`finished` at the end) and checkpoint.pt (+ checkpoint.prev.pt, the one before). Running the
-same config again reuses a finished run or resumes an unfinished one from its checkpoint;
-nothing is silently overwritten: `force` starts over explicitly, and `Run.prepare`, the first
-write (and, with `force`, the first deletion), comes only once the config, data, model and
-checkpoint have been checked.
+`finished` at the end), checkpoint.pt (+ checkpoint.prev.pt, the one before) and run.lock (held
+by the one process that writes the directory). Running the same config again reuses a finished
+run or resumes an unfinished one from its checkpoint (a damaged results.json is rebuilt from
+it); nothing is silently overwritten: `force` starts over explicitly, and `Run.prepare`, the
+first write (and, with `force`, the first deletion), comes only once the config, data, model and
+checkpoint have been checked. A checkpoint resumes only the run it was stamped with (config,
+image content, process count); a write that fails (a full disk) removes its partial file.
 """
 
 from __future__ import annotations
