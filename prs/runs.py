@@ -217,19 +217,20 @@ class Run:
     ends, however it ends; a second process gets a RunFailure naming the first (pid and host).
     """
 
-    def __init__(self, cfg: Config, force: bool = False, previous_checkpoint: bool = False):
+    def __init__(self, cfg: Config, force: bool = False, previous_checkpoint: bool = False, say: Callable = print):
         if force and previous_checkpoint:
             raise UserError("--force starts over and --previous-checkpoint resumes: give one of them")
-        self.cfg, self.force, self.previous_checkpoint = cfg, force, previous_checkpoint
+        self.cfg, self.force, self.previous_checkpoint, self.say = cfg, force, previous_checkpoint, say
         self.dir = run_dir_for(cfg)
         self._lock_fd: int | None = None
+        self._unlockable = False  # the file system refused flock (said once)
         self._seen: dict | None = None  # the files as they were when the checkpoint was chosen
 
     # -- one writer
 
     def lock(self, create: bool = False) -> None:
         """Take run.lock (creating it only if `create`); a RunFailure if another process holds it."""
-        if self._lock_fd is not None:
+        if self._lock_fd is not None or self._unlockable:
             return
         path = self.dir / LOCK
         try:
@@ -244,10 +245,12 @@ class Run:
             raise RunFailure(f"{self.dir} is being trained by {holder} (it holds {LOCK}); a run directory has one "
                              "writer: wait for it to finish, or stop it (its last checkpoint is kept) and rerun "
                              "to resume") from None
-        except OSError as e:  # a file system without locks (some network mounts)
+        except OSError as e:  # a file system without locks (some network mounts): say so, and go on
             os.close(fd)
-            raise RunFailure(f"cannot lock {path} ({e.strerror or e}); keep run.root on a local disk, or make sure "
-                             "no other process trains this run") from None
+            self._unlockable = True
+            self.say(f"note: cannot lock {path} on this file system ({e.strerror or e}); make sure no other "
+                     "process trains this run")
+            return
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._lock_fd = fd

@@ -28,7 +28,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     """Train (or resume, or reuse) the run for `cfg`; return its results (what results.json holds)."""
     rank, world = distributed.rank_and_world()
     say = print if verbose and rank == 0 else (lambda *a, **k: None)
-    run = runs.Run(cfg, force, previous_checkpoint)
+    run = runs.Run(cfg, force, previous_checkpoint, say=say)
     finished = run.finished_results(say)
     if finished is not None:
         say(f"reusing finished run {run.dir} (--force to train it again)")

@@ -597,3 +597,20 @@ def test_disk_full_during_a_checkpoint_write_is_one_line_and_leaves_no_partial_f
     assert sorted(after) == sorted(before)  # no .tmp left to keep the disk full
     for name in (runs.CHECKPOINT, runs.PREVIOUS, runs.RESULTS):
         assert after[name] == before[name]
+
+
+def test_a_file_system_without_locks_is_said_and_training_goes_on(inproc, tmp_path, capsys, monkeypatch):
+    """Some network mounts refuse flock (ENOLCK): the run trains, and says that it could not lock."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert cli_train(config_path, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"note: cannot lock {run_dir / runs.LOCK} on this file system (No locks available)") == 1
+    assert_same_run(reference, run_dir)
