@@ -321,3 +321,27 @@ def test_restarted_torchrun_refuses_while_orphaned_workers_still_train(setup, tm
     assert second.returncode != 0
     (line,) = prs_error_lines(second.stdout + second.stderr)
     assert f"is being trained by pid {rank0} on {socket.gethostname()}" in line
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_one_line_from_rank_0(setup, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to torchrun and its workers (one process group): rank 0
+    alone says how to resume, and the checkpoint written so far is kept."""
+    _, path = setup
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(command(path, root, 2) + ["--set", "train.epochs=30"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        while not (list(root.glob("*/results.json")) and results_of(next(root.iterdir()))["history"]):
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    lines = [line for line in out.splitlines() if line.startswith("prs: ")]
+    assert lines == ["prs: interrupted; rerun the same command to resume from the last checkpoint"], out[-3000:]
+    (run_dir,) = root.iterdir()
+    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["epoch"] >= 1
