@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from prs import data, models, reparam
 from prs.config import AugmentConfig, DataConfig, TrainConfig
-from prs.errors import UserError
+from prs.errors import RunFailure, UserError
 from prs.engine import build_lr_scheduler, build_optimizer, train_epoch
 from prs.env import autocast_dtype, device_name, git_commit, pick_device, synchronize, versions
 from prs.runs import atomic_write_text
@@ -158,12 +158,15 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
                         f"({', '.join(models.names('hybrid'))})")
     dev = pick_device(device, setting="--device")
     data.check_dataset_name(dataset, setting="--dataset")
+    if output:
+        read_records(Path(output))  # a file that cannot take the record is refused before minutes of measuring
     sides = {"usual": usual_loop(model_name, dataset, root, batch_size, dev, switched),
              "engine": engine_loop(model_name, dataset, root, batch_size, dev, switched, compile_model)}
     rates: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(rounds):
         for name, (_, run) in sides.items():
-            run(warmup)
+            if warmup:  # zero steps would be an epoch of no images (a division by zero in train_epoch)
+                run(warmup)
             synchronize(dev)
             tick = time.perf_counter()
             run(steps)
@@ -185,11 +188,37 @@ def bench(model_name: str = "resnet18", dataset: str = "synthetic", root=None, b
     return record
 
 
+def read_records(path: Path) -> list:
+    """The records in `path` (a JSON list; [] if it does not exist yet); a UserError if it cannot take one more."""
+    if path.exists():
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise UserError(f"--output {path}: not a JSON list of records ({type(e).__name__}); repair or move it, "
+                            "or give another --output") from None
+        if not isinstance(records, list):
+            raise UserError(f"--output {path}: holds a JSON {type(records).__name__}, not a list of records; "
+                            "repair or move it, or give another --output")
+        return records
+    folder = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--output {path}: cannot create it under {folder}; give a writable --output")
+    return []
+
+
 def append_record(path: Path, record: dict) -> None:
+    """Append to the JSON list in `path`. Should the file have become unreadable while measuring,
+    the record goes to a new file beside it (named in the RunFailure), never lost."""
+    try:
+        records = read_records(path)
+    except UserError as e:
+        from prs.runs import free_name
+
+        aside = free_name(path.parent, path.stem + ".new", path.suffix or ".json")
+        atomic_write_text(aside, json.dumps([record], indent=1))
+        raise RunFailure(f"{e}; this measurement was written to {aside}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    records = json.loads(path.read_text()) if path.exists() else []
-    records.append(record)
-    atomic_write_text(path, json.dumps(records, indent=1))
+    atomic_write_text(path, json.dumps(records + [record], indent=1))
 
 
 def format_record(r: dict) -> str:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import prs
-from prs.errors import UserError
+from prs.errors import RunFailure, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -218,20 +218,26 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    # Under torchrun every rank checks the same input and is interrupted together: rank 0 speaks for
+    # them; a RunFailure (a dead peer, a full disk) is said by whichever rank met it.
+    rank = int(os.environ.get("RANK", 0))
     try:
         return args.func(args)
     except UserError as e:
-        print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+        if rank == 0:
+            print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 2
     except RuntimeError as e:
         from prs.engine import TrainingDiverged
 
-        if not isinstance(e, TrainingDiverged):
+        if not isinstance(e, (TrainingDiverged, RunFailure)):
             raise
-        print(f"prs: error: {e}", file=sys.stderr)
+        if rank == 0 or isinstance(e, RunFailure):
+            print(f"prs: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("prs: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        if rank == 0:
+            print("prs: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
 
 

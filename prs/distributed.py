@@ -5,10 +5,16 @@ every global batch, BatchNorm uses the whole batch's statistics (`sync_batchnorm
 SyncBatchNorm on CUDA, `GlooSyncBatchNorm` on CPU, where torch's does not run), and losses and
 accuracies are summed over ranks (`sum_across_ranks`). In a single process every function here
 is a no-op or the identity.
+
+The process group's timeout is $PRS_DDP_TIMEOUT_S seconds (default 600, not torch's 30 minutes):
+long enough for rank 0's checkpoint write and a first compiled step, short enough that a rank
+that died or was stopped ends the run in minutes. The rank that notices says so in one line
+(`peer_failure`); the last checkpoint is kept and the same command resumes.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -28,8 +34,45 @@ def init(device: torch.device) -> torch.device:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_s()))
     return device
+
+
+DEFAULT_TIMEOUT_S = 600
+
+
+def timeout_s() -> float:
+    """The process group's timeout: $PRS_DDP_TIMEOUT_S, else DEFAULT_TIMEOUT_S."""
+    from prs.errors import UserError
+
+    raw = os.environ.get("PRS_DDP_TIMEOUT_S", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UserError(f"PRS_DDP_TIMEOUT_S: must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+# What torch's collectives say when another rank is gone (gloo and NCCL wordings).
+_PEER_GONE = ("Timed out", "timed out", "Connection closed", "Connection reset", "Broken pipe", "NCCL", "gloo")
+
+
+def peer_failure(error: BaseException, rank: int, where) -> Exception | None:
+    """A one-line RunFailure for a collective that failed because another rank died or stopped
+    answering; None if `error` is something else (then it is raised as it is)."""
+    from prs.errors import RunFailure
+
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError)
+                                                  and any(s in text for s in _PEER_GONE))):
+        return None
+    first = " ".join(text.split())[:160]
+    return RunFailure(f"rank {rank}: another process of this run died or stopped answering within "
+                      f"{timeout_s():.0f} s ({first}); the last checkpoint is kept in {where}: rerun the same "
+                      "command to resume (PRS_DDP_TIMEOUT_S sets the wait)")
 
 
 def _initialized() -> bool:

@@ -199,7 +199,7 @@ def evaluate(model: nn.Module, loader, amp_dtype, device) -> dict:
     with torch.no_grad(), autocast(device, amp_dtype):
         for x, y in loader:
             logits = model(x)
-            top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # all classes when fewer than 5
+            top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # "top-5" of fewer classes: all of them
             hits = top5 == y[:, None]
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()

@@ -23,6 +23,13 @@ def pick_device(name: str, setting: str = "train.device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"{setting}: '{name}' asked for, but no CUDA GPU is visible; use cpu or auto")
+    if name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"{setting}: '{name}' asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are "
+                        f"visible (cuda:0 .. cuda:{torch.cuda.device_count() - 1}); use cuda or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"{setting}: 'mps' asked for, but this machine has no Apple GPU (MPS); use cpu or auto")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise UserError(f"{setting}: '{name}' is not a device prs trains on; use auto, cpu, cuda, cuda:N or mps")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -1,10 +1,15 @@
-"""The one exception type for bad user input.
+"""The two exception types the command line turns into one line.
 
-Anything raised as `UserError` reaches the command line as a single line
-(`prs: error: ...`, exit code 2) instead of a traceback, so its message must name
-the problem and how to fix it.
+`UserError`: bad input (a config value, a path, a CLI argument); `prs: error: ...`, exit code 2.
+`RunFailure`: a run that cannot go on for a reason outside the input (the disk is full, another
+process trains the same run directory, a rank of a distributed run stopped answering); exit code 1.
+Either message must name the problem and how to fix it, and say what was kept.
 """
 
 
 class UserError(ValueError):
     """Bad input from a user: a config value, a path, a CLI argument."""
+
+
+class RunFailure(RuntimeError):
+    """A run stopped for a reason outside its input; what was on disk is kept."""

@@ -42,6 +42,7 @@ BOOK_DIRS = ("book",)
 MATHJAX_PARTS = ("tex-mml-chtml.js", "a11y", "input", "output", "sre", "ui")  # what tex-mml-chtml loads
 MATHJAX_EXTRA = "_mathjax"  # staged folder, copied to the HTML root as it is (html_extra_path)
 MATHJAX_PATH = "mathjax/tex-mml-chtml.js"  # the one script tag, relative to _static: html/_static/mathjax/
+BUILT_MARKER = ".prs-reproduce"  # in book_src/ and html/: made by this command, so it may replace them
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -163,11 +164,45 @@ def show_parameters_once(path: Path) -> bool:
     return True
 
 
+def made_by_reproduce(folder: Path, root: Path) -> bool:
+    """Is `folder` (an output's book_src/ or html/) one this command made, so that it may replace it?
+    Yes when it holds BUILT_MARKER, is empty, or is a build from before the marker (book_src/ with
+    the repository's own _toc.yml; html/ beside the jupyter_book/_build/html it was copied from)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    if (folder / BUILT_MARKER).is_file() or not any(folder.iterdir()):
+        return True
+    if folder.name == "book_src":
+        toc = folder / "_toc.yml"
+        return toc.is_file() and toc.read_bytes() == (root / "_toc.yml").read_bytes()
+    return (folder / "index.html").is_file() and (folder.parent / "jupyter_book" / "_build" / "html").is_dir()
+
+
+def check_output(root: Path, output: Path) -> None:
+    """--output: never delete a book_src/ or html/ there that this command did not make."""
+    for folder in (output / "book_src", output / "html"):
+        if not made_by_reproduce(folder, root):
+            raise UserError(f"--output {output}: {folder} exists and was not made by prs reproduce (no {BUILT_MARKER} "
+                            "in it); it would be replaced, so nothing was run: give a new or empty --output, or move "
+                            "that folder")
+
+
+def _replace_folder(folder: Path, root: Path) -> None:
+    """Remove `folder` (ours, `made_by_reproduce`) so that it can be made again."""
+    if not made_by_reproduce(folder, root):
+        raise UserError(f"{folder} exists and was not made by prs reproduce; it is kept: move it or choose another "
+                        "--output")
+    if folder.exists():
+        shutil.rmtree(folder)
+
+
 def stage_book(root: Path, executed_dir: Path, book_src: Path, say) -> None:
     """Mirror the repository's book files into book_src, with the executed notebooks at notebooks/."""
-    if book_src.exists():
-        shutil.rmtree(book_src)
+    _replace_folder(book_src, root)
     book_src.mkdir(parents=True)
+    (book_src / BUILT_MARKER).write_text("made by prs reproduce: replaced by its next build\n")
     for name in BOOK_FILES:
         shutil.copy2(root / name, book_src / name)
     for name in BOOK_DIRS:
@@ -226,9 +261,9 @@ def build_book(root: Path, output: Path, say) -> Path:
     done = subprocess.run(command, cwd=book_src)
     if done.returncode != 0:
         raise UserError(f"jupyter-book build failed (exit {done.returncode}); see the warnings above")
-    if html.exists():
-        shutil.rmtree(html)
+    _replace_folder(html, root)
     shutil.copytree(jb_dir / "_build" / "html", html)
+    (html / BUILT_MARKER).write_text("made by prs reproduce: replaced by its next build\n")
     return html
 
 
@@ -254,6 +289,8 @@ def reproduce(profile: str = "smoke", only: Sequence[str] = (), force: bool = Fa
         experiments.notebook_trials(nb, params[nb])
     if book_only and (not build or force or only):
         raise UserError("--book-only: cannot be combined with --no-book, --force or --only")
+    if build:
+        check_output(root, output)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill streams cell output here
     progress = sys.stderr.isatty()
     timings = {}

@@ -28,12 +28,20 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
     """Train (or resume, or reuse) the run for `cfg`; return its results (what results.json holds)."""
     rank, world = distributed.rank_and_world()
     say = print if verbose and rank == 0 else (lambda *a, **k: None)
-    run = runs.Run(cfg, force, previous_checkpoint)
-    finished = run.finished_results()
+    run = runs.Run(cfg, force, previous_checkpoint, say=say)
+    finished = run.finished_results(say)
     if finished is not None:
         say(f"reusing finished run {run.dir} (--force to train it again)")
         return finished
+    try:
+        if rank == 0:
+            run.lock()  # one writer: fail now, not after loading the data, if another process trains this run
+        return _train(cfg, run, rank, world, say, progress)
+    finally:
+        run.release()
 
+
+def _train(cfg: Config, run: runs.Run, rank: int, world: int, say, progress: bool | None) -> dict:
     device = env.pick_device(cfg.train.device)
     if world > 1:
         device = distributed.init(device)
@@ -52,8 +60,14 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
 
     bar = engine.progress_bar(progress, (cfg.train.epochs - state.epoch) * len(train_loader), run.dir.name) \
         if rank == 0 else None
-    engine.fit(parts, train_loader, test_loader, cfg.train, switches, state, rank=rank, say=say, bar=bar,
-               on_epoch_end=save if rank == 0 else None, where=run.dir)
+    try:
+        engine.fit(parts, train_loader, test_loader, cfg.train, switches, state, rank=rank, say=say, bar=bar,
+                   on_epoch_end=save if rank == 0 else None, where=run.dir)
+    except RuntimeError as e:
+        failure = distributed.peer_failure(e, rank, run.dir) if world > 1 else None
+        if failure is None:
+            raise
+        raise failure from None
     if bar is not None:
         bar.close()
     record.update(state).finish()
@@ -136,7 +150,7 @@ def _record(cfg: Config, run: runs.Run, model: nn.Module, data_info: dict, switc
 
 def _resume(run: runs.Run, record: runs.RunRecord, parts: engine.Parts, say) -> engine.FitState:
     """Where to start: the checkpoint's state loaded into `parts`, or a fresh start."""
-    found = run.checkpoint(record)
+    found = run.checkpoint(record, say)
     if found is None:
         return engine.FitState()
     checkpoint, path = found

@@ -13,7 +13,7 @@ def test_bench_records_both_loops(tmp_path, synthetic_root):
     kw = dict(dataset="synthetic", root=str(synthetic_root), batch_size=16, steps=2, warmup=1, rounds=1,
               device="cpu", output=out)
     first = bench.bench("resnet_tiny", **kw)
-    bench.bench("hybrid_tiny", switched=True, **kw)
+    bench.bench("hybrid_tiny", switched=True, **{**kw, "warmup": 0})  # no warm-up steps: once a ZeroDivisionError
     records = json.loads(out.read_text())
     assert [r["model"] for r in records] == ["resnet_tiny", "hybrid_tiny"]
     assert first["usual_img_s"] > 0 and first["engine_img_s"] > 0
@@ -32,3 +32,24 @@ def test_bench_bad_input(tmp_path, kw, match):
     with pytest.raises(UserError, match=match):
         bench.bench(**{"model_name": "resnet_tiny", "device": "cpu", "output": out, **kw})
     assert not out.exists()
+
+
+@pytest.mark.parametrize("content", ["{", "{}", "null", "\x00\xff"])
+def test_bench_refuses_an_output_it_cannot_append_to_before_measuring(tmp_path, monkeypatch, content):
+    out = tmp_path / "bench.json"
+    out.write_text(content)
+    monkeypatch.setattr(bench, "usual_loop", lambda *a, **k: pytest.fail("measured before checking --output"))
+    with pytest.raises(UserError, match="--output"):
+        bench.bench("resnet_tiny", device="cpu", output=out)
+    assert out.read_text() == content
+
+
+def test_bench_record_is_kept_when_the_output_breaks_while_measuring(tmp_path):
+    from prs.errors import RunFailure
+
+    out = tmp_path / "bench.json"
+    out.write_text("[{")  # e.g. another process left it half-written meanwhile
+    with pytest.raises(RunFailure, match="bench.new.json") as e:
+        bench.append_record(out, {"model": "resnet_tiny", "engine_img_s": 1.0})
+    assert "\n" not in str(e.value) and out.read_text() == "[{"
+    assert json.loads((tmp_path / "bench.new.json").read_text()) == [{"model": "resnet_tiny", "engine_img_s": 1.0}]

@@ -1,7 +1,6 @@
 """prs.data: synthetic CIFAR-100 files, subsets, image folders, the two loaders."""
 
 import math
-import pickle
 import random
 
 import numpy as np
@@ -39,32 +38,33 @@ def tiny_images(n=37, seed=0):
 
 def test_synthetic_is_read_by_torchvision_cifar100_loader(data_root, data_synthetic):
     train, test = data_synthetic
-    assert isinstance(train, CIFAR100)  # torchvision's loader, with the manifest's md5 sums
+    assert isinstance(train, CIFAR100)  # torchvision's API: .data, .targets, .classes, PIL images
     assert train.data.shape == (5000, 32, 32, 3) and train.data.dtype == np.uint8
     assert test.data.shape == (1000, 32, 32, 3)
     assert np.bincount(train.targets, minlength=100).tolist() == [50] * 100
     assert np.bincount(test.targets, minlength=100).tolist() == [10] * 100
     assert train.classes == data.synthetic_class_names() and len(set(train.classes)) == 100
+    assert train.class_to_idx[train.classes[7]] == 7
     image, label = train[0]
     assert isinstance(image, Image.Image) and image.size == (32, 32) and image.mode == "RGB"
-    assert label == train.targets[0]
-    # The raw pickles have CIFAR-100's keys and layout.
-    folder = data_root / "synthetic" / "cifar-100-python"
-    with open(folder / "train", "rb") as f:
-        raw = pickle.load(f, encoding="latin1")
-    assert set(raw) == {"data", "fine_labels", "coarse_labels", "filenames", "batch_label"}
-    assert raw["data"].shape == (5000, 3072) and raw["data"].dtype == np.uint8
-    assert np.array_equal(raw["data"][0].reshape(3, 32, 32).transpose(1, 2, 0), train.data[0])
-    assert raw["coarse_labels"] == [c // 5 for c in raw["fine_labels"]]
-    with open(folder / "meta", "rb") as f:
-        meta = pickle.load(f, encoding="latin1")
-    assert len(meta["fine_label_names"]) == 100 and len(meta["coarse_label_names"]) == 20
+    assert label == train.targets[0] and np.array_equal(np.asarray(image), train.data[0])
+    # The files are plain arrays: readable without pickle.
+    folder = data_root / "synthetic" / data.ARRAY_FOLDER
+    with np.load(folder / "train.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["images", "labels"]
+        assert np.array_equal(npz["images"], train.data) and npz["labels"].tolist() == train.targets
 
 
-def test_synthetic_official_checksums_do_not_match(data_root):
-    # Why SyntheticCIFAR100 exists: torchvision's class checks the official files' md5 sums.
-    with pytest.raises(RuntimeError, match="not found or corrupted"):
-        CIFAR100(data_root / "synthetic", train=True)
+def test_synthetic_images_are_those_of_the_pickle_writer():
+    """The first pixels and labels of seed 0 (4 + 2 per class), as the earlier CIFAR-pickle writer
+    produced them: the smoke results before and after the switch to .npz stay comparable."""
+    import hashlib
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        data.write_synthetic_cifar100(tmp, train_per_class=4, test_per_class=2)
+        train, test = data.ArrayCIFAR100(tmp, train=True), data.ArrayCIFAR100(tmp, train=False)
+    digest = hashlib.sha256(train.data.tobytes() + test.data.tobytes()).hexdigest()[:16]
+    assert (digest, train.targets[:5], test.targets[:5]) == (SEED0_TINY_DIGEST, SEED0_TINY_TRAIN, SEED0_TINY_TEST)
 
 
 def test_synthetic_deterministic_per_seed(tmp_path):
@@ -72,19 +72,18 @@ def test_synthetic_deterministic_per_seed(tmp_path):
     a = data.write_synthetic_cifar100(tmp_path / "a", seed=3, **kw)
     b = data.write_synthetic_cifar100(tmp_path / "b", seed=3, **kw)
     c = data.write_synthetic_cifar100(tmp_path / "c", seed=4, **kw)
-    for name in ("train", "test", "meta"):
+    for name in ("train.npz", "test.npz", "dataset.json"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
-    assert (a / "train").read_bytes() != (c / "train").read_bytes()
-    assert (a / "test").read_bytes() != (c / "test").read_bytes()
-    assert (a / "train").read_bytes() != (a / "test").read_bytes()
+    assert (a / "train.npz").read_bytes() != (c / "train.npz").read_bytes()
+    assert (a / "test.npz").read_bytes() != (c / "test.npz").read_bytes()
 
 
 def test_synthetic_rewrite_and_conflict(tmp_path):
     folder = data.write_synthetic_cifar100(tmp_path, seed=0, train_per_class=1, test_per_class=1)
-    stamp = (folder / "train").stat().st_mtime_ns
+    stamp = (folder / "train.npz").stat().st_mtime_ns
     assert data.write_synthetic_cifar100(tmp_path, seed=0, train_per_class=1, test_per_class=1) == folder
-    assert (folder / "train").stat().st_mtime_ns == stamp  # kept, not rewritten
-    with pytest.raises(UserError, match="exists and is not the synthetic set"):
+    assert (folder / "train.npz").stat().st_mtime_ns == stamp  # kept, not rewritten
+    with pytest.raises(UserError, match="exists and is not the dataset asked for"):
         data.write_synthetic_cifar100(tmp_path, seed=1, train_per_class=1, test_per_class=1)
     with pytest.raises(UserError, match="train_per_class"):
         data.write_synthetic_cifar100(tmp_path / "x", train_per_class=0)
@@ -92,15 +91,15 @@ def test_synthetic_rewrite_and_conflict(tmp_path):
 
 def test_synthetic_write_is_atomic(tmp_path, monkeypatch):
     calls = []
-    real_dump = pickle.dump
+    real_savez = np.savez
 
-    def failing_dump(obj, f, protocol=None):
+    def failing_savez(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise OSError("disk full")
-        real_dump(obj, f, protocol=protocol)
+        real_savez(*args, **kwargs)
 
-    monkeypatch.setattr(pickle, "dump", failing_dump)
+    monkeypatch.setattr(np, "savez", failing_savez)
     with pytest.raises(OSError, match="disk full"):
         data.write_synthetic_cifar100(tmp_path, train_per_class=1, test_per_class=1)
     assert list(tmp_path.iterdir()) == []  # neither a half-written dataset nor a temp folder
@@ -108,11 +107,86 @@ def test_synthetic_write_is_atomic(tmp_path, monkeypatch):
 
 def test_synthetic_corruption_is_detected(tmp_path):
     folder = data.write_synthetic_cifar100(tmp_path, train_per_class=1, test_per_class=1)
-    blob = bytearray((folder / "test").read_bytes())
+    blob = bytearray((folder / "test.npz").read_bytes())
     blob[-20] ^= 1
-    (folder / "test").write_bytes(bytes(blob))
-    with pytest.raises(UserError, match="corrupted"):
-        data.SyntheticCIFAR100(tmp_path, train=False)
+    (folder / "test.npz").write_bytes(bytes(blob))
+    with pytest.raises(UserError, match=f"{folder / 'test.npz'} is corrupted"):
+        data.ArrayCIFAR100(tmp_path, train=False)
+
+
+def plant(folder, split, **arrays):
+    """Replace a split's file and update the manifest's digest, so that only the content is wrong."""
+    import hashlib
+    import json
+    path = folder / f"{split}.npz"
+    np.savez(path, **arrays)
+    manifest = json.loads((folder / "dataset.json").read_text())
+    manifest["sha256"][split] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (folder / "dataset.json").write_text(json.dumps(manifest))
+    return path
+
+
+class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("pickle", "cannot be read as arrays"),
+    ("truncated", "cannot be read as arrays"),
+    ("wrong shape", "images must be uint8 of shape (N, 32, 32, 3), got uint8 (2, 3, 32, 32)"),
+    ("float images", "images must be uint8"),
+    ("label range", "labels must be in [0, 100), found 0..100"),
+    ("label count", "labels must be 2 integers"),
+    ("no labels", "cannot be read as arrays"),
+])
+def test_planted_or_broken_files_with_a_consistent_manifest_are_one_line(tmp_path, case, message):
+    """The manifest's digests match the files (as an attacker, or a half-finished copy, would leave
+    them); what is in the files is still checked, and a pickle is never loaded."""
+    folder = data.write_synthetic_cifar100(tmp_path, train_per_class=1, test_per_class=1)
+    marker = tmp_path / "executed"
+    good = data.read_array_split(folder, "test")
+    images, labels = good[0][:2], good[1][:2]
+    if case == "pickle":
+        path = plant(folder, "test", images=np.array([Evil(marker)], dtype=object), labels=labels)
+    elif case == "truncated":
+        path = plant(folder, "test", images=images, labels=labels)
+        path.write_bytes(path.read_bytes()[:300])
+        plant_digest = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+        manifest = __import__("json").loads((folder / "dataset.json").read_text())
+        manifest["sha256"]["test"] = plant_digest
+        (folder / "dataset.json").write_text(__import__("json").dumps(manifest))
+    elif case == "wrong shape":
+        path = plant(folder, "test", images=images.transpose(0, 3, 1, 2).copy(), labels=labels)
+    elif case == "float images":
+        path = plant(folder, "test", images=images.astype(np.float32), labels=labels)
+    elif case == "label range":
+        path = plant(folder, "test", images=images, labels=np.array([0, 100]))
+    elif case == "label count":
+        path = plant(folder, "test", images=images, labels=np.array([1, 2, 3]))
+    else:
+        path = plant(folder, "test", images=images)
+    with pytest.raises(UserError) as e:
+        data.ArrayCIFAR100(tmp_path, train=False)
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
+
+
+def test_write_array_dataset_takes_any_generator_s_arrays(tmp_path):
+    """The writer is separate from the synthetic generator: any arrays and class names."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    folder = data.write_array_dataset(tmp_path / data.ARRAY_FOLDER, images, [0, 1, 2, 0, 1, 2], images[:3], [2, 1, 0],
+                                      ["a", "b", "c"], {"generator": "test", "seed": 0})
+    train = data.ArrayCIFAR100(tmp_path, train=True)
+    assert train.classes == ["a", "b", "c"] and train.targets == [0, 1, 2, 0, 1, 2]
+    assert np.array_equal(train.data, images) and folder == tmp_path / data.ARRAY_FOLDER
+    with pytest.raises(UserError, match="labels must be in"):
+        data.write_array_dataset(tmp_path / "other", images, [0, 1, 2, 0, 1, 3], images, [0] * 6, ["a", "b", "c"], {})
 
 
 def test_synthetic_is_learnable_and_position_free(data_synthetic):
@@ -171,10 +245,25 @@ def test_data_root_resolution(monkeypatch):
     assert str(data.data_root()) == "data"
 
 
+# Computed with the pickle writer of commit 70be2db (before the .npz files).
+SEED0_TINY_DIGEST, SEED0_TINY_TRAIN, SEED0_TINY_TEST = "c87f308ab588513f", [99, 71, 88, 71, 85], [32, 59, 22, 99, 56]
+
+
+def tmp_path_factory_root(data_root):
+    """A data root beside `data_root` whose synthetic set has the same size and labels, but its
+    training images mirrored: the same subset indices, other pixels."""
+    other = data_root.parent / (data_root.name + "_mirrored")
+    folder = data_root / "synthetic" / data.ARRAY_FOLDER
+    (train, ytrain, classes), (test, ytest, _) = (data.read_array_split(folder, s) for s in ("train", "test"))
+    data.write_array_dataset(other / "synthetic" / data.ARRAY_FOLDER, train[:, :, ::-1].copy(), ytrain, test, ytest,
+                             classes, {"mirrored": True})
+    return other
+
+
 def test_cifar100_loader_rejects_synthetic_files(tmp_path):
-    # Synthetic files placed where real CIFAR-100 belongs fail the official md5 check: no silent swap.
+    # Synthetic data is never taken for CIFAR-100: other files, in another folder.
     data.write_synthetic_cifar100(tmp_path, train_per_class=1, test_per_class=1)
-    with pytest.raises(UserError, match="md5 check"):
+    with pytest.raises(UserError, match="CIFAR-100 not found"):
         data.load_datasets("cifar100", tmp_path)
 
 
@@ -492,8 +581,13 @@ def test_build_loaders_device_path(data_root):
     cfg = DataConfig(dataset="synthetic", root=str(data_root), ratio=0.5, loader="device")
     train_loader, test_loader, info = data.build_loaders(cfg, 64, 256, "cpu", seed=0, channels_last=True)
     assert info == {"num_classes": 100, "train_size": 2500, "test_size": 1000, "dataset": "synthetic",
-                    "ratio": 0.5, "train_indices_sha": info["train_indices_sha"],
+                    "ratio": 0.5, "train_indices_sha": info["train_indices_sha"], "data_sha": info["data_sha"],
                     "mean": data.CIFAR100_MEAN, "std": data.CIFAR100_STD}
+    # data_sha is the content: the same indices of another synthetic set of the same size differ.
+    other = tmp_path_factory_root(data_root)
+    _, _, info_other = data.build_loaders(DataConfig(dataset="synthetic", root=str(other), ratio=0.5),
+                                          64, 500, "cpu", seed=0)
+    assert info_other["train_indices_sha"] == info["train_indices_sha"] and info_other["data_sha"] != info["data_sha"]
     assert len(info["train_indices_sha"]) == 12
     assert len(train_loader) == 2500 // 64 and len(test_loader) == 4
     train_loader.set_epoch(0)

@@ -6,6 +6,7 @@ mid-run and the evaluation over the sharded test set; only rank 0 writes; a kill
 resumes exactly.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ from prs import data, distributed, runs
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "1",
        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-RUN_FILES = ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml", "results.json"]
+RUN_FILES = ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml", "results.json", "run.lock"]
 
 
 def free_port() -> int:
@@ -235,3 +236,112 @@ def test_killed_ddp_run_resumes_exactly(setup, ddp, tmp_path):
                 assert all(torch.equal(value[k], other[k]) for k in value), (part, key)
             else:
                 assert torch.equal(value, other), (part, key)
+
+
+# ----------------------------------------------------------------------------- failures under torchrun (issue 13)
+
+
+def prs_error_lines(text):
+    return [line for line in text.splitlines() if line.startswith("prs: error:")]
+
+
+def test_bad_input_under_torchrun_is_one_line_from_rank_0(setup, tmp_path):
+    """Every rank refuses the input; only rank 0 says so (torchrun adds its own report after it)."""
+    _, path = setup
+    cmd = command(path, tmp_path / "runs", 2) + ["--set", "train.grad_clip=-1"]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    (line,) = prs_error_lines(out)
+    assert "train.grad_clip: must be > 0" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def rank_of(pid):
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(e for e in env if e.startswith(b"RANK=")).split(b"=", 1)[1])
+
+
+@pytest.mark.slow
+def test_stopped_rank_ends_the_run_within_the_timeout_with_one_line(setup, tmp_path):
+    """SIGSTOP one rank after the first checkpoint: the other times out after PRS_DDP_TIMEOUT_S
+    (not torch's 30 minutes), says so in one line naming the kept checkpoint, and torchrun ends."""
+    _, path = setup
+    root = tmp_path / "runs"
+    env = {**ENV, "PRS_DDP_TIMEOUT_S": "15"}
+    proc = subprocess.Popen(command(path, root, 2), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    workers = []
+    try:
+        while not (list(root.glob("*/results.json")) and results_of(next(root.iterdir()))["history"]):
+            assert proc.poll() is None, "the run ended before a rank could be stopped"
+            time.sleep(0.01)
+        workers = children_of(proc.pid)
+        (stopped,) = [pid for pid in workers if rank_of(pid) == 1]
+        os.kill(stopped, signal.SIGSTOP)
+        tick = time.monotonic()
+        out, _ = proc.communicate(timeout=240)
+        waited = time.monotonic() - tick
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode != 0 and waited < 200, (waited, out[-3000:])
+    (line,) = prs_error_lines(out)
+    assert line.startswith("prs: error: rank 0: another process of this run died or stopped answering within 15 s")
+    (run_dir,) = root.iterdir()
+    assert str(run_dir) in line and results_of(run_dir)["history"]  # the checkpoint is kept
+
+
+@pytest.mark.slow
+def test_restarted_torchrun_refuses_while_orphaned_workers_still_train(setup, tmp_path):
+    """SIGKILL to the torchrun launcher alone leaves its workers training; a second torchrun on the
+    same run stops at once with one line naming the orphaned rank 0 (the run directory's lock)."""
+    _, path = setup
+    root = tmp_path / "runs"
+    long_run = command(path, root, 2) + ["--set", "train.epochs=30"]  # still training when the second one starts
+    first = subprocess.Popen(long_run, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        while not list(root.glob("*/results.json")):
+            assert first.poll() is None, "the run ended before its launcher could be killed"
+            time.sleep(0.01)
+        workers = children_of(first.pid)
+        (rank0,) = [pid for pid in workers if rank_of(pid) == 0]
+        first.kill()
+        first.wait(timeout=60)
+        assert all(Path(f"/proc/{pid}").exists() for pid in workers), "the orphans were to keep running"
+        second = subprocess.run(long_run, env=ENV, capture_output=True, text=True, timeout=300)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert second.returncode != 0
+    (line,) = prs_error_lines(second.stdout + second.stderr)
+    assert f"is being trained by pid {rank0} on {socket.gethostname()}" in line
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_one_line_from_rank_0(setup, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to torchrun and its workers (one process group): rank 0
+    alone says how to resume, and the checkpoint written so far is kept."""
+    _, path = setup
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(command(path, root, 2) + ["--set", "train.epochs=30"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        while not (list(root.glob("*/results.json")) and results_of(next(root.iterdir()))["history"]):
+            assert proc.poll() is None, "the run ended before it could be interrupted"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    lines = [line for line in out.splitlines() if line.startswith("prs: ")]
+    assert lines == ["prs: interrupted; rerun the same command to resume from the last checkpoint"], out[-3000:]
+    (run_dir,) = root.iterdir()
+    assert runs.load_checkpoint(run_dir / runs.CHECKPOINT)["epoch"] >= 1

@@ -12,6 +12,7 @@ import pickle
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -202,7 +203,8 @@ def cli_train(config_path, run_root, *extra):
 
 
 def files_of(run_dir):
-    return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir())}
+    """What a run directory holds, but its lock file (whose content names the last process that held it)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(run_dir).iterdir()) if p.name != runs.LOCK}
 
 
 def one_line_error(capsys):
@@ -332,16 +334,16 @@ def test_force_starts_over_but_only_after_the_input_checks(inproc, tmp_path, cap
     before = files_of(run_dir)
     # Bad input with --force: a data root whose CIFAR folder is not the synthetic set.
     bad_root = tmp_path / "bad_data"
-    (bad_root / "synthetic" / data.CIFAR_FOLDER).mkdir(parents=True)
+    (bad_root / "synthetic" / data.ARRAY_FOLDER).mkdir(parents=True)
     assert cli_train(config_path, tmp_path, "--force", "--set", f"data.root={bad_root}") == 2
-    assert "not a synthetic dataset" in one_line_error(capsys)
+    assert "is not a prs dataset" in one_line_error(capsys)
     assert files_of(run_dir) == before  # the finished run survived the failed --force
     assert cli_train(config_path, tmp_path, "--force", "--previous-checkpoint") == 2
     one_line_error(capsys)
     # A good --force starts from scratch: stopped in its first epoch, nothing of the old run is left.
     interrupt_at_epoch(monkeypatch, 0)
     assert cli_train(config_path, tmp_path, "--force") == 130
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", runs.LOCK]
 
 
 def test_resume_a_moved_run_directory(inproc, tmp_path, capsys, monkeypatch):
@@ -389,3 +391,226 @@ def test_checkpoint_of_other_training_images_is_refused(inproc, tmp_path, capsys
     line = one_line_error(capsys)
     assert str(run_dir / runs.CHECKPOINT) in line and "other training images" in line
     assert files_of(run_dir) == before
+
+
+# ----------------------------------------------------------------------------- nothing lost (issue 13)
+
+
+@pytest.mark.parametrize("content", ["", '{"config": {"mod', "[]", "null", '{"finished": true, "history": []}'])
+def test_damaged_results_json_resumes_from_the_checkpoint(inproc, tmp_path, capsys, content):
+    """A truncated, empty, non-mapping or falsely 'finished' results.json is rebuilt from the
+    checkpoint (never 'rerun with --force', which would delete two good checkpoints)."""
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    (run_dir / runs.RESULTS).write_text(content)
+    assert cli_train(config_path, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert f"{run_dir / runs.RESULTS} " in out and "rebuilt by training from its checkpoint" in out
+    assert "resuming" in out and "after epoch 2" in out
+    assert_same_run(reference, run_dir)
+
+
+def test_damaged_results_json_of_a_finished_run_is_rebuilt_without_training(inproc, tmp_path, monkeypatch):
+    _, reference, _ = inproc
+    run_dir = copy_run(reference, tmp_path)
+    before = files_of(run_dir)
+    (run_dir / runs.RESULTS).write_text(before[runs.RESULTS].decode()[:100])
+    interrupt_at_epoch(monkeypatch, 0, exc=AssertionError)  # any training at all fails the test
+    monkeypatch.setattr(engine, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    config_path = Path(str(inproc[0]))
+    assert cli_train(config_path, tmp_path) == 0
+    after = json.loads(files_of(run_dir)[runs.RESULTS])
+    original = json.loads(before[runs.RESULTS])
+    original["config"]["run"]["root"] = str(tmp_path)  # the copy's place
+    assert after == {**original, "run_dir": str(run_dir)}  # every number and the history, as they were
+
+
+@pytest.mark.parametrize("content, problem", [
+    (torch.zeros(3), "holds a Tensor, not a mapping"),
+    ({"model": {}}, "no 'optimizer', 'lr_scheduler'"),
+    ([1, 2], "holds a list"),
+])
+def test_checkpoint_that_is_no_checkpoint_is_one_line(inproc, tmp_path, capsys, content, problem):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    torch.save(content, run_dir / runs.CHECKPOINT)
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path) == 2
+    line = one_line_error(capsys)
+    assert problem in line and "the previous good checkpoint" in line and "--previous-checkpoint" in line
+    assert files_of(run_dir) == before
+
+
+def test_both_checkpoints_damaged_says_so(inproc, tmp_path, capsys):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    for name in (runs.CHECKPOINT, runs.PREVIOUS):
+        path = run_dir / name
+        path.write_bytes(path.read_bytes()[:1000])
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path) == 2
+    line = one_line_error(capsys)
+    assert "damaged as well" in line and "previous good" not in line and "--previous-checkpoint" not in line
+    assert files_of(run_dir) == before
+    assert cli_train(config_path, tmp_path, "--previous-checkpoint") == 2
+    assert "checkpoint.prev.pt is corrupt" in one_line_error(capsys)
+    assert files_of(run_dir) == before
+
+
+def test_previous_checkpoint_never_overwrites_a_set_aside_checkpoint(inproc, tmp_path, capsys):
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    (run_dir / runs.DAMAGED).write_bytes(b"set aside by an earlier --previous-checkpoint")
+    ckpt = run_dir / runs.CHECKPOINT
+    ckpt.write_bytes(ckpt.read_bytes()[:500])
+    damaged = ckpt.read_bytes()
+    assert cli_train(config_path, tmp_path, "--previous-checkpoint") == 0
+    assert (run_dir / runs.DAMAGED).read_bytes() == b"set aside by an earlier --previous-checkpoint"
+    assert (run_dir / "checkpoint.damaged.2.pt").read_bytes() == damaged
+    assert_same_run(reference, run_dir)
+
+
+def restamp(path, **fields):
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, **fields}, path)
+
+
+def test_resume_with_another_number_of_processes_is_refused(inproc, tmp_path, capsys):
+    """Per-rank Mixup and stochastic depth make a run's numbers depend on its world size: a
+    checkpoint of a 2-process run does not resume in one process (it would mix two runs)."""
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    restamp(run_dir / runs.CHECKPOINT, world_size=2)
+    before = files_of(run_dir)
+    assert cli_train(config_path, tmp_path) == 2
+    line = one_line_error(capsys)
+    assert "written by 2 process(es), this run has 1" in line and "--nproc_per_node=2" in line
+    assert files_of(run_dir) == before
+
+
+def test_resume_on_another_device_or_thread_count_says_so(inproc, tmp_path, capsys):
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    restamp(run_dir / runs.CHECKPOINT, device="cpu (x86_64, 7 threads)")
+    assert cli_train(config_path, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "note: checkpoint.pt was trained on cpu (x86_64, 7 threads), this process runs on cpu (" in out
+
+
+def test_moved_finished_run_reports_where_it_is_now(inproc, tmp_path, capsys):
+    """A finished run copied elsewhere (e.g. to Google Drive) is reused from there, and its results
+    name the new place, which the Fourier analysis then loads the model from."""
+    config_path, reference, _ = inproc
+    moved = copy_run(reference, tmp_path / "drive")
+    cfg = config.load(config_path, {"run": {"root": str(tmp_path / "drive")}})
+    results = train.train(cfg, verbose=False)
+    assert results["run_dir"] == str(moved)
+    model, _ = train.load_trained(results["run_dir"])
+    assert_same_state(model.state_dict(), runs.load_checkpoint(reference / runs.CHECKPOINT)["model"])
+    assert cli_train(config_path, tmp_path / "drive") == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"{moved}: top-1")
+
+
+# ----------------------------------------------------------------------------- one writer, full disks
+
+
+def wait_for(predicate, proc, what, timeout=120):
+    tick = time.monotonic()
+    while not predicate():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()[0]}"
+        assert time.monotonic() - tick < timeout, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_two_processes_on_one_run_directory_one_writer(cli_setup, tmp_path):
+    """A second process on the same config fails at once, naming the first (pid, host); once the
+    first is killed (SIGKILL: no clean-up runs), the lock is free and the run resumes exactly."""
+    config_path, reference, _ = cli_setup
+    root = tmp_path / "runs"
+    first = start(config_path, root)
+    wait_for(lambda: epochs_done(root) >= 1, first, "its first checkpoint")
+    second = start(config_path, root)
+    out, _ = second.communicate(timeout=120)
+    lines = out.strip().splitlines()
+    assert second.returncode == 1 and len(lines) == 1 and "Traceback" not in out, out
+    assert f"is being trained by pid {first.pid} on {socket.gethostname()}" in lines[0]
+    assert first.poll() is None, "the second process disturbed the first"
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    run_dir = run_cli(config_path, root)
+    assert_same_run(reference, run_dir)
+
+
+def test_failed_checkpoint_write_removes_its_partial_file(inproc, tmp_path, capsys, monkeypatch):
+    """torch.save reports a full disk as RuntimeError('... unexpected pos ...'), after writing part of the file."""
+    config_path, _, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    before = files_of(run_dir)
+
+    def full_disk(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1200")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert cli_train(config_path, tmp_path) == 1
+    line = one_line_error(capsys)
+    assert f"cannot write {run_dir / runs.CHECKPOINT}" in line and "rerun the same command to resume" in line
+    after = files_of(run_dir)
+    assert runs.CHECKPOINT + ".tmp" not in after
+    for name in (runs.CHECKPOINT, runs.PREVIOUS, runs.RESULTS):
+        assert after[name] == before[name]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size_bytes) -> a fresh tmpfs of that size (root only); skipped, saying why, where
+    it cannot be mounted (the monkeypatched test above runs everywhere)."""
+    mounted = []
+
+    def mount(size_bytes):
+        folder = tmp_path / "small_disk"
+        folder.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("disk-full test: needs root to mount a small tmpfs (the monkeypatched test still runs)")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes // 1024}k", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"disk-full test: cannot mount a tmpfs here ({done.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_disk_full_during_a_checkpoint_write_is_one_line_and_leaves_no_partial_file(inproc, small_disk, capsys):
+    config_path, _, interrupted = inproc
+    used = sum(p.stat().st_size for p in interrupted.iterdir())
+    disk = small_disk(used + (interrupted / runs.CHECKPOINT).stat().st_size // 2)  # no room for a third checkpoint
+    run_dir = copy_run(interrupted, disk)
+    before = files_of(run_dir)
+    assert cli_train(config_path, disk) == 1
+    line = one_line_error(capsys)
+    assert f"cannot write {run_dir / runs.CHECKPOINT} (the disk is full)" in line
+    after = files_of(run_dir)
+    assert sorted(after) == sorted(before)  # no .tmp left to keep the disk full
+    for name in (runs.CHECKPOINT, runs.PREVIOUS, runs.RESULTS):
+        assert after[name] == before[name]
+
+
+def test_a_file_system_without_locks_is_said_and_training_goes_on(inproc, tmp_path, capsys, monkeypatch):
+    """Some network mounts refuse flock (ENOLCK): the run trains, and says that it could not lock."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    config_path, reference, interrupted = inproc
+    run_dir = copy_run(interrupted, tmp_path)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert cli_train(config_path, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"note: cannot lock {run_dir / runs.LOCK} on this file system (No locks available)") == 1
+    assert_same_run(reference, run_dir)

@@ -1,8 +1,9 @@
-"""Datasets by name and where they live: "cifar100", "synthetic" and "imagefolder:<path>".
+"""Datasets by name and where they live: "cifar100", "synthetic", "synthetic-relation" and "imagefolder:<path>".
 
 * "cifar100": torchvision's CIFAR100 under the data root (downloaded only on request);
-* "synthetic": CIFAR-100-format files written offline (`prs.data.synthetic`), read back by
-  torchvision's CIFAR100 loader;
+* "synthetic": arrays written offline (`prs.data.synthetic`, `.npz` files that cannot run code),
+  read through torchvision's CIFAR100 API (`prs.data.arrays.ArrayCIFAR100`);
+* "synthetic-relation": the switch's positive control, two classes (`prs.data.relation`), stored the same way;
 * "imagefolder:<path>": torchvision ImageFolder on <path>/train and <path>/val (e.g. ImageNet).
 
 Datasets come back without transforms; the loaders add them.
@@ -17,21 +18,28 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR100, ImageFolder
 
-from prs.data.synthetic import CIFAR_FOLDER, SyntheticCIFAR100, write_synthetic_cifar100
+from prs.data.arrays import ARRAY_FOLDER, ArrayCIFAR100
+from prs.data.relation import write_relation_dataset
+from prs.data.synthetic import write_synthetic_cifar100
 from prs.errors import UserError
+
+CIFAR_FOLDER = CIFAR100.base_folder  # "cifar-100-python": real CIFAR-100 only
+# Datasets generated offline, by name: writer(root) puts `<root>/prs-npz` there with default settings;
+# `data.dataset: NAME` reads `<data root>/NAME/prs-npz` (written on first use).
+GENERATED = {"synthetic": write_synthetic_cifar100, "synthetic-relation": write_relation_dataset}
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 # Image folders (ImageNet and the like) are normalised with ImageNet's statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASET_FORMS = "'cifar100', 'synthetic' or 'imagefolder:<path>'"
+DATASET_FORMS = "'cifar100', 'synthetic', 'synthetic-relation' or 'imagefolder:<path>'"
 
 
 def check_dataset_name(dataset, setting: str = "data.dataset") -> str:
     """Return `dataset` if it is one of the known forms, else raise a UserError naming `setting`."""
     if isinstance(dataset, str):
-        if dataset in ("cifar100", "synthetic"):
+        if dataset == "cifar100" or dataset in GENERATED:
             return dataset
         if dataset.startswith("imagefolder:") and dataset[len("imagefolder:"):].strip():
             return dataset
@@ -94,7 +102,7 @@ def load_datasets(dataset: str, root=None, download: bool = False):
     """(train_ds, test_ds) without transforms.
 
     "cifar100": torchvision CIFAR100 under the data root (downloaded only if `download`);
-    "synthetic": `<root>/synthetic/cifar-100-python`, written on first use with the default
+    "synthetic": `<root>/synthetic/prs-npz`, written on first use with the default
     settings (write a bigger one there beforehand with `write_synthetic_cifar100` to use it);
     "imagefolder:<path>": ImageFolder on <path>/train and <path>/val (`root` unused).
     """
@@ -104,10 +112,10 @@ def load_datasets(dataset: str, root=None, download: bool = False):
     root = data_root(root)
     if dataset == "cifar100":
         return _load_cifar100(root, download)
-    synthetic_root = root / "synthetic"
-    if not (synthetic_root / CIFAR_FOLDER).exists():
-        write_synthetic_cifar100(synthetic_root)
-    return SyntheticCIFAR100(synthetic_root, train=True), SyntheticCIFAR100(synthetic_root, train=False)
+    generated_root = root / dataset
+    if not (generated_root / ARRAY_FOLDER).exists():
+        GENERATED[dataset](generated_root)
+    return ArrayCIFAR100(generated_root, train=True), ArrayCIFAR100(generated_root, train=False)
 
 
 def labels_of(ds) -> np.ndarray:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -20,6 +24,26 @@ def _cifar_arrays(ds, indices=None):
     if indices is not None:
         images, labels = images[indices], labels[indices]
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def content_sha(train_ds, indices, test_ds, folder: bool) -> str:
+    """Short hash of what a run trains and is tested on: the training subset's and the test set's
+    pixels and labels (CIFAR-format data); for image folders the files' relative paths, sizes and
+    labels (their bytes would take minutes to read for ImageNet)."""
+    h = hashlib.sha256()
+    for ds, picks in ((train_ds, indices), (test_ds, None)):
+        if folder:
+            root = Path(ds.root)
+            samples = ds.samples if picks is None else [ds.samples[int(i)] for i in picks]
+            for path, label in samples:
+                h.update(f"{Path(path).relative_to(root)}\0{os.path.getsize(path)}\0{label}\n".encode())
+        else:
+            images, labels = ds.data, labels_of(ds)
+            if picks is not None:
+                images, labels = images[picks], labels[picks]
+            h.update(np.ascontiguousarray(images).data)
+            h.update(np.asarray(labels, dtype="<i8").tobytes())
+    return h.hexdigest()[:12]
 
 
 def build_loaders(data_cfg, batch_size: int, eval_batch_size: int, device, seed: int,
@@ -60,6 +84,7 @@ def build_loaders(data_cfg, batch_size: int, eval_batch_size: int, device, seed:
         "dataset": name,
         "ratio": float(data_cfg.ratio),
         "train_indices_sha": indices_sha(indices),
+        "data_sha": content_sha(train_ds, indices, test_ds, folder),
         "mean": tuple(mean),
         "std": tuple(std),
     }

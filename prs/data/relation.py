@@ -13,9 +13,13 @@ gap); on the motif task of the synthetic CIFAR-100, which is local, it need not.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from prs.data.arrays import ARRAY_FOLDER, read_manifest, write_array_dataset
 from prs.data.synthetic import PALETTE
+from prs.errors import UserError
 
 RELATION_CLASSES = ("different", "same")
 MIN_DISTANCE = 14.0  # pixels between the two centres (32x32 image)
@@ -31,6 +35,14 @@ def _background(n: int, rng: np.random.Generator) -> np.ndarray:
     return (grey.astype(f32) + up @ grid @ up.T).transpose(0, 2, 3, 1)
 
 
+def shape_centres(rng: np.random.Generator, min_distance: float = MIN_DISTANCE) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) centres of the square and the ring, inside [5, 27] and at least `min_distance` apart."""
+    while True:  # rejection sampling: about half of the draws are far enough apart
+        a, b = rng.uniform(5, 27, 2), rng.uniform(5, 27, 2)
+        if np.hypot(*(a - b)) >= min_distance:
+            return a, b
+
+
 def relation_images(labels: np.ndarray, rng: np.random.Generator, min_distance: float = MIN_DISTANCE) -> np.ndarray:
     """uint8 (N, 32, 32, 3) images for `labels` (1 = same colour, 0 = different)."""
     n = len(labels)
@@ -39,10 +51,7 @@ def relation_images(labels: np.ndarray, rng: np.random.Generator, min_distance: 
     colour_b = np.where(labels == 1, colour_a, (colour_a + rng.integers(1, 10, n)) % 10)
     yy, xx = np.mgrid[0:32, 0:32]
     for i in range(n):
-        while True:  # rejection sampling: about half of the draws are far enough apart
-            a, b = rng.uniform(5, 27, 2), rng.uniform(5, 27, 2)
-            if np.hypot(*(a - b)) >= min_distance:
-                break
+        a, b = shape_centres(rng, min_distance)
         from_a = np.maximum(abs(xx - a[0]), abs(yy - a[1]))  # Chebyshev distance to each centre
         from_b = np.maximum(abs(xx - b[0]), abs(yy - b[1]))
         img[i][from_a <= 2.5] = PALETTE[colour_a[i]] * rng.uniform(0.85, 1.0) + rng.normal(0, 0.03, 3)
@@ -55,3 +64,24 @@ def relation_split(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray
     """(images uint8 (2 per_class, 32, 32, 3), labels int64), shuffled and balanced."""
     labels = rng.permutation(np.repeat(np.arange(2), per_class))
     return relation_images(labels, rng), labels.astype(np.int64)
+
+
+def write_relation_dataset(root, seed: int = 0, train_per_class: int = 2500, test_per_class: int = 500) -> Path:
+    """Write the positive-control task to `<root>/prs-npz` (`prs.data.arrays`); returns that folder.
+
+    Defaults: 5000 training and 1000 test images (generated in about a second per thousand).
+    Deterministic in `seed`; if the folder already holds the same set it is kept."""
+    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"relation data: {name} must be a positive integer, got {value!r}")
+    folder = Path(root) / ARRAY_FOLDER
+    settings = {"generator": "prs-relation", "version": 1, "seed": int(seed), "min_distance": MIN_DISTANCE,
+                "train_per_class": train_per_class, "test_per_class": test_per_class}
+    manifest = read_manifest(folder) if folder.exists() else None
+    if manifest is not None and manifest.get("settings") == settings:
+        return folder
+    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
+    train_images, train_labels = relation_split(train_rng, train_per_class)
+    test_images, test_labels = relation_split(test_rng, test_per_class)
+    return write_array_dataset(folder, train_images, train_labels, test_images, test_labels, RELATION_CLASSES,
+                               settings)

@@ -1,27 +1,19 @@
-"""The offline synthetic CIFAR-100: files in CIFAR-100's exact on-disk format, and their integrity check.
+"""The offline synthetic CIFAR-100: 100 classes of motifs (shape x colour) on textured backgrounds.
 
-`write_synthetic_cifar100` writes 100 classes of motifs (shape x colour) on textured
-backgrounds as `<root>/cifar-100-python/{train,test,meta}`, with `synthetic.json` holding the
-generator settings and the files' md5 sums; `SyntheticCIFAR100` is torchvision's CIFAR100
-loader checking those sums instead of the official ones.
+`write_synthetic_cifar100` generates the arrays and writes them with
+`prs.data.arrays.write_array_dataset` (`.npz`, no pickle) to `<root>/prs-npz`, where
+`prs.data.arrays.ArrayCIFAR100` reads them through torchvision's CIFAR-100 API.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pickle
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from torchvision.datasets import CIFAR100
 
+from prs.data.arrays import ARRAY_FOLDER, read_manifest, write_array_dataset
 from prs.errors import UserError
 
-CIFAR_FOLDER = CIFAR100.base_folder  # "cifar-100-python"
-SYNTHETIC_MANIFEST = "synthetic.json"
 SYNTHETIC_FORMAT = "prs-synthetic-cifar100"
 SYNTHETIC_VERSION = 1
 
@@ -91,109 +83,32 @@ def _synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 
 
-def _synthetic_split(rng: np.random.Generator, per_class: int, split: str) -> dict:
-    labels = rng.permutation(np.repeat(np.arange(100), per_class))  # shuffled, as CIFAR's files are
+def _synthetic_split(rng: np.random.Generator, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 32, 32, 3) images and their labels, shuffled (as CIFAR's files are)."""
+    labels = rng.permutation(np.repeat(np.arange(100), per_class))
     chunks = [_synthetic_images(labels[i:i + 2048], rng) for i in range(0, len(labels), 2048)]
     images = np.concatenate(chunks) if chunks else np.zeros((0, 32, 32, 3), np.uint8)
-    names = synthetic_class_names()
-    return {
-        "filenames": [f"{names[c]}_{split}_{i:06d}.png" for i, c in enumerate(labels)],
-        "batch_label": f"synthetic {split} batch 1 of 1",
-        "fine_labels": [int(c) for c in labels],
-        "coarse_labels": [int(c) // 5 for c in labels],
-        # CIFAR's layout: one row per image, the 1024 red values, then green, then blue.
-        "data": np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(labels), 3072)),
-    }
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    try:
-        manifest = json.loads((folder / SYNTHETIC_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == SYNTHETIC_FORMAT else None
+    return images, labels.astype(np.int64)
 
 
 def write_synthetic_cifar100(root, seed: int = 0, train_per_class: int = 50, test_per_class: int = 10) -> Path:
-    """Write a synthetic 100-class dataset as `<root>/cifar-100-python/{train,test,meta}`.
+    """Write the synthetic 100-class dataset to `<root>/prs-npz` (`prs.data.arrays`); returns that folder.
 
-    The files have CIFAR-100's layout (pickled dicts with 'data' uint8 (N, 3072), 'fine_labels',
-    'coarse_labels', 'filenames', 'batch_label'; meta with 'fine_label_names' and
-    'coarse_label_names'), plus `synthetic.json` with the generator settings and the files'
-    md5 sums, which `SyntheticCIFAR100` hands to torchvision's integrity check. Class c is a
-    motif of shape c // 10 and colour c % 10 pasted at a random position on a textured, noisy
-    background; coarse label c // 5. Deterministic in `seed`; written to a temporary folder
-    and renamed into place, so a reader never sees half a dataset. If the folder already holds
-    the same synthetic set it is kept; anything else there is an error. Returns the folder.
+    Class c is a motif of shape c // 10 and colour c % 10 pasted at a random position on a
+    textured, noisy background. Deterministic in `seed` (the images are those the earlier
+    pickle-based writer produced). If the folder already holds the same synthetic set it is
+    kept; anything else there is an error.
     """
     for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"synthetic data: {name} must be a positive integer, got {value!r}")
-    root = Path(root)
-    final = root / CIFAR_FOLDER
-    settings = {"format": SYNTHETIC_FORMAT, "version": SYNTHETIC_VERSION, "seed": int(seed),
+    folder = Path(root) / ARRAY_FOLDER
+    settings = {"generator": SYNTHETIC_FORMAT, "version": SYNTHETIC_VERSION, "seed": int(seed),
                 "train_per_class": train_per_class, "test_per_class": test_per_class}
-
-    def existing_matches() -> bool:
-        manifest = _read_manifest(final)
-        if manifest is not None and all(manifest.get(k) == v for k, v in settings.items()):
-            return True
-        raise UserError(f"'{final}' exists and is not the synthetic set asked for ({settings}); "
-                        f"delete it or write to another root")
-
-    if final.exists() and existing_matches():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CIFAR_FOLDER}.tmp-", dir=root))
-    try:
-        train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
-        parts = {
-            "train": _synthetic_split(train_rng, train_per_class, "train"),
-            "test": _synthetic_split(test_rng, test_per_class, "test"),
-            "meta": {"fine_label_names": synthetic_class_names(),
-                     "coarse_label_names": [f"{SHAPES[k // 2]}_{'warm' if k % 2 == 0 else 'cool'}"
-                                            for k in range(20)]},
-        }
-        for name, content in parts.items():
-            with open(tmp / name, "wb") as f:
-                pickle.dump(content, f, protocol=2)
-        md5 = {name: _md5(tmp / name) for name in parts}
-        (tmp / SYNTHETIC_MANIFEST).write_text(json.dumps({**settings, "md5": md5}, indent=1) + "\n")
-        try:
-            tmp.rename(final)
-        except OSError:
-            if not final.exists():
-                raise
-            existing_matches()  # another process wrote it first; accept it if it is the same set
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-class SyntheticCIFAR100(CIFAR100):
-    """torchvision's CIFAR100 loader, checking the md5 sums from the synthetic set's manifest.
-
-    The real CIFAR100 class hard-codes the md5 sums of the official files, which synthetic
-    files cannot match; everything else (file names, pickle keys, decoding) is torchvision's.
-    """
-
-    def __init__(self, root, train: bool = True, transform=None, target_transform=None):
-        folder = Path(root) / CIFAR_FOLDER
-        manifest = _read_manifest(folder)
-        if manifest is None:
-            raise UserError(f"'{folder}' is not a synthetic dataset (no {SYNTHETIC_MANIFEST}); "
-                            f"delete it, or write one with prs.data.write_synthetic_cifar100")
-        md5 = manifest["md5"]
-        # Instance attributes shadow the class's official checksums.
-        self.train_list = [["train", md5["train"]]]
-        self.test_list = [["test", md5["test"]]]
-        self.meta = {**type(self).meta, "md5": md5["meta"]}
-        try:
-            super().__init__(root, train=train, transform=transform, target_transform=target_transform)
-        except RuntimeError as e:
-            raise UserError(f"synthetic dataset '{folder}' is corrupted ({e}); delete the folder and "
-                            f"it is written again") from None
+    if folder.exists() and read_manifest(folder) is not None and read_manifest(folder).get("settings") == settings:
+        return folder  # already there: not generated again
+    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(2))
+    train_images, train_labels = _synthetic_split(train_rng, train_per_class)
+    test_images, test_labels = _synthetic_split(test_rng, test_per_class)
+    return write_array_dataset(folder, train_images, train_labels, test_images, test_labels,
+                               synthetic_class_names(), settings)

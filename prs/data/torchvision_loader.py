@@ -41,6 +41,16 @@ def torchvision_transform(train: bool, image_size: int = 32, crop_padding: int =
     return T.Compose(steps)
 
 
+class UnreadableImage(UserError):
+    """An image file that cannot be decoded (raised in a loader worker; `TorchvisionLoader` reports it)."""
+
+    @classmethod
+    def one_line(cls, error: Exception) -> str:
+        """The message, also when a DataLoader worker wrapped it in its traceback text."""
+        last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        return last.split(f"{cls.__name__}: ", 1)[-1]
+
+
 class _SeededTransform(torch.utils.data.Dataset):
     """Applies a random transform with python/numpy/torch RNGs seeded from (seed, epoch, index).
 
@@ -56,7 +66,13 @@ class _SeededTransform(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         position, epoch = item
-        image, label = self.base[int(self.indices[position])]
+        index = int(self.indices[position])
+        try:
+            image, label = self.base[index]
+        except OSError as e:  # PIL's UnidentifiedImageError, a truncated file
+            where = self.base.samples[index][0] if hasattr(self.base, "samples") else f"image {index}"
+            raise UnreadableImage(f"image {where} cannot be read ({type(e).__name__}); delete or replace "
+                                  "that file") from None
         s = epoch_seed(self.seed, epoch, 2, position)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
@@ -109,6 +125,9 @@ class TorchvisionLoader:
 
     def __iter__(self):
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self.loader:
-            yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
-                   y.to(self.device, non_blocking=True))
+        try:
+            for x, y in self.loader:
+                yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
+                       y.to(self.device, non_blocking=True))
+        except UnreadableImage as e:
+            raise UnreadableImage(UnreadableImage.one_line(e)) from None
