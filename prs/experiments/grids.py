@@ -107,7 +107,32 @@ def prs_trials(params: Mapping) -> list[Trial]:
         for model in params["baselines"]:
             trials.append(Trial({"label": model, "model": model, "ratio": params["ratio"], "seed": seed},
                                 make_config(params, model, ratio=params["ratio"], seed=seed)))
-    return trials
+    return trials + negative_control_trials(params)
+
+
+def negative_control_trials(params: Mapping) -> list[Trial]:
+    """Two arms of one configuration that differ only in their seeds (`negative_control`: {model,
+    ratio, seeds_a, seeds_b}, or null for none); their keys carry `control_arm` ("A" or "B")."""
+    control = params["negative_control"]
+    if control is None:
+        return []
+    fields = ("model", "ratio", "seeds_a", "seeds_b")
+    if not isinstance(control, Mapping) or sorted(control) != sorted(fields):
+        raise UserError(f"negative_control: expected null or a mapping with {', '.join(fields)}, got {control!r}")
+    a, b = _seeds({"seeds": control["seeds_a"]}), _seeds({"seeds": control["seeds_b"]})
+    if set(a) & set(b):
+        raise UserError(f"negative_control: seeds_a {a} and seeds_b {b} share seeds; the arms must differ in every seed")
+    model = control["model"]
+    return [Trial({"label": f"control {arm}", "model": model, "ratio": control["ratio"], "seed": seed,
+                   "control_arm": arm},
+                  make_config(params, model, ratio=control["ratio"], seed=seed))
+            for arm, seeds in (("A", a), ("B", b)) for seed in seeds]
+
+
+def split_control(results: Sequence[Mapping]) -> tuple[list, list]:
+    """(results of the experiment, results of the negative control), by the key's `control_arm`."""
+    control = [r for r in results if "control_arm" in r.get("key", {})]
+    return [r for r in results if "control_arm" not in r.get("key", {})], control
 
 
 def run_dir(trial: Trial) -> Path:

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from prs.experiments.grids import switch_label
-from prs.experiments.profiles import is_smoke
-from prs.experiments.spectra import high_freq_summary
-from prs.experiments.tables import format_mean_std, summarize
-from prs.experiments.verdicts import crossover_text, interpolation_positions
+from prs.experiments.spectra import fourier_summary_rows, high_freq_summary
+from prs.experiments.tables import format_mean_std, results_table, summarize
+from prs.experiments.verdicts import Verdict, crossover_text, interpolation_positions, negative_control_verdict
 
 
 def keep_runs_on_drive(params: dict, folder: str = "/content/drive/MyDrive/prs-runs") -> dict:
@@ -31,9 +30,13 @@ def provenance(params: Mapping, results: Sequence[Mapping] = ()) -> str:
     """The caption line every figure and table carries: profile, dataset, seeds, commit(s)."""
     from prs.plots import provenance_caption
 
+    from prs.experiments.labels import run_label
+
     commits = sorted({r["commit"] for r in results}) or ["not run"]
-    return provenance_caption(params["profile"], params["dataset"], params["seeds"], "+".join(commits),
-                              smoke=is_smoke(params))
+    label = run_label(params)
+    profile = f"{params['profile']} (relabelled by what ran: {label.name})" if label.disagrees else params["profile"]
+    return provenance_caption(profile, params["dataset"], params["seeds"], "+".join(commits),
+                              smoke=label.is_pipeline_check)
 
 
 def data_percent(ratio: float) -> str:
@@ -84,3 +87,19 @@ def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:
 
 PRS_COLUMNS = {"entry": "entry", "model": "model", "schedule": "schedule", "top1": "top-1 (%)",
                "top5": "top-5 (%)", "n": "seeds", "paper": "paper (abstract)"}
+
+
+def interpolation_seed_values(params: Mapping, curves_by_label_seed: Mapping[tuple, dict]) -> tuple[dict, list]:
+    """For the interpolation verdict: {switch epoch: per-seed Fourier summaries at the common
+    frequency} and the ViT's, from `fourier_by_group(results, images, by=("label", "seed"))`."""
+    rows = fourier_summary_rows(curves_by_label_seed, fields=("label", "seed"))
+    values = {s["label"]: s["values"] for s in summarize(rows, by=("label",), value="summary")}
+    return {e: values[switch_label(e)] for e in params["switch_epochs"]}, values[params["vit_model"]]
+
+
+def control_verdict(control_results: Sequence[Mapping]) -> Verdict | None:
+    """The negative control's verdict from its runs (`split_control`), or None where the profile has none."""
+    if not control_results:
+        return None
+    values = {s["label"]: s["values"] for s in summarize(results_table(control_results), by=("label",))}
+    return negative_control_verdict(values["control A"], values["control B"], names=("control B", "control A"))
