@@ -61,16 +61,15 @@ def test_unknown_profile_and_notebook_are_user_errors_listing_choices():
 
 
 def test_notebooks_share_runs_through_identical_configs():
-    """02 reuses 01's runs; 03's ViT and 04's baselines/PRS are 01's runs at ratio 1; the negative
-    control's arm A starts with 01's resnet_tiny at 25 %."""
+    """02 reuses 01's runs; 03's ViT and 04's baselines/PRS are 01's runs at ratio 1."""
     def dirs(notebook):
         return {ex.run_dir(t) for t in ex.notebook_trials(notebook, ex.notebook_parameters("smoke", notebook))}
 
     d1, d2, d3, d4 = (dirs(n) for n in ex.NOTEBOOKS)
     assert d2 == d1
     assert len(d3 & d1) == 1  # the ViT reference
-    assert len(d4 - d1 - d3) == 6  # 'reverse' and 5 runs of the negative control are new in 04
-    assert len(d1 | d3 | d4) == 22
+    assert len(d4 - d1 - d3) == 7  # 'reverse' and the 6 runs of the negative control are new in 04
+    assert len(d1 | d3 | d4) == 23
 
 
 def test_data_scale_trials_cover_the_grid_and_only_hybrids_switch():
@@ -118,9 +117,9 @@ def test_notebook_params_from_namespace_and_named_profile():
 
 def test_training_plan_counts_distinct_runs_and_dataset_passes():
     plan = {r["model"]: r for r in ex.training_plan("smoke")}
-    assert sum(r["runs"] for r in plan.values()) == 22
-    # resnet_tiny: 3 epochs at ratios 0.25, 0.5, 1.0 -> 5.25 passes, and 5 control runs of 3 epochs at 0.25
-    assert plan["resnet_tiny"]["runs"] == 8 and plan["resnet_tiny"]["dataset_passes"] == pytest.approx(9.0)
+    assert sum(r["runs"] for r in plan.values()) == 23
+    # resnet_tiny: 3 epochs at ratios 0.25, 0.5, 1.0 -> 5.25 passes, and 6 control runs of 3 epochs at 0.1
+    assert plan["resnet_tiny"]["runs"] == 9 and plan["resnet_tiny"]["dataset_passes"] == pytest.approx(7.05)
 
 
 # ----------------------------------------------------------------------------- tables
