@@ -72,6 +72,10 @@ class TrainConfig:
     momentum: float = 0.9
     lr_schedule: str = "cosine"  # cosine | step
     warmup_epochs: float = 0.0
+    # Ablation of the late-switch confound (cosine only): at every epoch where layers switch, warm the
+    # learning rate up again over `restart_warmup_epochs` and decay it by a new cosine to the end.
+    lr_restart_at_switch: bool = False
+    restart_warmup_epochs: float = 1.0
     milestones: list[int] = field(default_factory=list)  # step schedule, in epochs
     gamma: float = 0.2
     grad_clip: float | None = None
@@ -117,6 +121,9 @@ CHOICES = {
 }
 # Fields that say where things live or how fast they load, not what is computed.
 NOT_HASHED = ("run.root", "data.root", "data.download", "data.num_workers")
+# Fields added after runs existed, hashed only when they differ from these defaults, so that the runs
+# of earlier commits keep their directories (a finished run is reused across commits).
+HASHED_WHEN_SET = {"train.lr_restart_at_switch": False, "train.restart_warmup_epochs": 1.0}
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -198,6 +205,10 @@ def _validate(cfg: Config) -> Config:
             raise UserError(f"{key}: must be >= 0, got {value}")
     if not 0.0 <= d.augment.label_smoothing < 1.0:
         raise UserError(f"data.augment.label_smoothing: must be in [0, 1), got {d.augment.label_smoothing}")
+    if t.lr_restart_at_switch and t.lr_schedule != "cosine":
+        raise UserError(f"train.lr_restart_at_switch: needs train.lr_schedule 'cosine', got '{t.lr_schedule}'")
+    if t.restart_warmup_epochs < 0:
+        raise UserError(f"train.restart_warmup_epochs: must be >= 0, got {t.restart_warmup_epochs}")
     if t.warmup_epochs >= t.epochs:
         raise UserError(f"train.warmup_epochs: must be < train.epochs ({t.epochs}), got {t.warmup_epochs}")
     if (d.augment.mixup or d.augment.cutmix) and t.batch_size % 2:
@@ -303,5 +314,9 @@ def config_hash(cfg: Config) -> str:
     for key in NOT_HASHED:
         section, name = key.split(".")
         flat[section].pop(name, None)
+    for key, default in HASHED_WHEN_SET.items():
+        section, name = key.split(".")
+        if flat[section][name] == default:
+            flat[section].pop(name)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -110,7 +110,8 @@ def _build(cfg: Config, device, amp_dtype, num_classes: int, world: int,
     optimizer = engine.build_optimizer(model, t, cfg.switch.gate_lr_scale)
     criterion, mixup = engine.build_criterion(cfg.data.augment, num_classes)
     parts = engine.Parts(model=model, net=model, optimizer=optimizer,
-                         lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch),
+                         lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch,
+                                                                switch_epochs=switches.epochs.values()),
                          scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                          criterion=criterion, mixup=mixup, amp_dtype=amp_dtype, device=device)
     return parts, switches

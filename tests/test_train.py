@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -96,3 +97,24 @@ def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
     assert len(graphs) == len(layers) + 1, "a layer configuration ran without being compiled"
     for out in outputs[1:]:  # the sharp switch keeps the function: every graph computes the same thing
         torch.testing.assert_close(out, outputs[0], atol=2e-6, rtol=1e-5)
+
+
+def test_learning_rate_restarts_at_each_switch_epoch():
+    """train.lr_restart_at_switch: warm-up again at every switch epoch, then a new cosine to zero."""
+    t = config.load(None, {"train": {"epochs": 10, "lr": 0.1, "warmup_epochs": 1, "lr_restart_at_switch": True,
+                                     "restart_warmup_epochs": 1}}).train
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD([{"params": [net.weight]}, {"params": [net.bias], "lr_scale": 10.0}], lr=t.lr)
+    sched = engine.build_lr_scheduler(opt, t, steps_per_epoch=10, switch_epochs=[None, 4, 4, 7])
+    lrs = []
+    for step in range(100):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-4) and lrs[10] == pytest.approx(0.1)  # warm-up, then the peak
+    assert lrs[39] == pytest.approx(0.05 * (1 + math.cos(math.pi * 29 / 90)))  # one cosine to the end, cut off
+    assert lrs[40] == pytest.approx(1e-4) and lrs[50] == pytest.approx(0.1)  # restart at 4
+    assert lrs[70] == pytest.approx(1e-4) and lrs[80] == pytest.approx(0.1) and lrs[99] < 1e-3  # restart at 7
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * lrs[-1])  # lr_scale is honoured
+    assert sched.state_dict() == {}  # a function of the step: a resumed run needs no state
+    plain = engine.build_lr_scheduler(opt, dataclasses.replace(t, lr_restart_at_switch=False), 10, [4])
+    assert not isinstance(plain, engine.RestartingCosine)
