@@ -33,6 +33,9 @@ class ModelConfig:
     drop_path: float = 0.0
     # Hybrids only: which ResNet stages (1-4) hold switchable 3x3 convolutions; None = model default.
     switchable_stages: list[int] | None = None
+    # Start from the final weights of a finished run of the same model under run.root (its directory
+    # name, "<model>-<hash>"), e.g. T-CNN: a CNN trained for its full schedule, then switched and fine-tuned.
+    init_from: str | None = None
 
 
 @dataclass
@@ -123,7 +126,7 @@ CHOICES = {
 NOT_HASHED = ("run.root", "data.root", "data.download", "data.num_workers")
 # Fields added after runs existed, hashed only when they differ from these defaults, so that the runs
 # of earlier commits keep their directories (a finished run is reused across commits).
-HASHED_WHEN_SET = {"train.lr_restart_at_switch": False, "train.restart_warmup_epochs": 1.0}
+HASHED_WHEN_SET = {"train.lr_restart_at_switch": False, "train.restart_warmup_epochs": 1.0, "model.init_from": None}
 
 
 # ----------------------------------------------------------------------------- parsing

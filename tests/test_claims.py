@@ -24,7 +24,7 @@ def stable(*parts) -> int:
 # (book/decisions.md) and the generated book/claims_rules.md.
 REGENERATE = ("regenerate it: python -c 'from prs.experiments import rules_markdown; print(rules_markdown())' "
               "> book/claims_rules.md")
-CLAIMS_SHA256 = "0de9d5e4943c5baeb0454783d6086646fba818bebef45e8927e2eba4dd3c36da"
+CLAIMS_SHA256 = "eb9d8197d61c6a665bdba674c71d4faea731438ee689f8c77584853cc985ab64"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -345,3 +345,11 @@ def test_control_verdict_from_runs():
     v = ex.control_verdict(results)
     assert v.outcome != "held" and "control B − control A" in v.sentence
     assert ex.control_verdict([]) is None
+
+
+def test_prs_ablations_are_not_comparators():
+    table = rows({"prs": {1.0: [62.0, 62.2, 61.9]}, "never": {1.0: [58.0, 58.1, 57.9]},
+                  "prs_lr_restart": {1.0: [63.0, 63.1, 62.9]}})
+    v = ex.prs_verdict(ex.summarize(table))
+    assert v.outcome == "held" and "prs_lr_restart" not in v.sentence
+    assert ex.prs_verdict(ex.summarize(table), comparators=["prs_lr_restart"]).outcome == "did_not_hold"

@@ -247,3 +247,27 @@ def test_importing_experiments_leaves_the_warning_filters_alone():
             "warnings.filters")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_prs_entries_with_their_own_recipe_tcnn_and_lr_restart():
+    """full's notebook 04: T-CNN fine-tuned from the finished CNN, PRS with LR restarts, ResNet-18 with SGD."""
+    params = ex.notebook_parameters("full", "04_prs_cifar100")
+    trials = {(t.key["label"], t.key["seed"]): t.config for t in ex.prs_trials(params)}
+    never, tcnn = trials[("never", 0)], trials[("tcnn", 0)]
+    assert tcnn.model.init_from == ex.run_dir(ex.Trial({}, never)).name and tcnn.train.epochs == 20
+    assert tcnn.schedule.to_dict() == {"name": "from_start"} and never.model.init_from is None
+    assert trials[("tcnn", 1)].model.init_from == ex.run_dir(ex.Trial({}, trials[("never", 1)])).name
+    restart = trials[("prs_lr_restart", 0)]
+    assert restart.train.lr_restart_at_switch and restart.schedule == trials[("prs", 0)].schedule
+    assert not trials[("prs", 0)].train.lr_restart_at_switch
+    sgd = trials[("resnet18_sgd", 0)]
+    assert (sgd.train.optimizer, sgd.train.epochs, sgd.model.name) == ("sgd", 200, "resnet18")
+    assert trials[("resnet18", 0)].train.optimizer == "adamw"
+    bad = {**params, "schedules": {**params["schedules"], "tcnn": {"schedule": {"name": "from_start"},
+                                                                   "init_from": "later"}}}
+    with pytest.raises(UserError, match="init_from"):
+        ex.prs_trials(bad)
+    with pytest.raises(UserError, match="unknown key 'lr'"):
+        ex.prs_trials({**params, "schedules": {"prs": {"schedule": {"name": "never"}, "lr": 1}}})
+    with pytest.raises(UserError, match="baselines"):
+        ex.prs_trials({**params, "baselines": [{"model": "resnet18"}]})

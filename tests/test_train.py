@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from prs import cli, config, engine, reparam, runs, train
+from prs.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,31 @@ def test_learning_rate_restarts_at_each_switch_epoch():
     assert sched.state_dict() == {}  # a function of the step: a resumed run needs no state
     plain = engine.build_lr_scheduler(opt, dataclasses.replace(t, lr_restart_at_switch=False), 10, [4])
     assert not isinstance(plain, engine.RestartingCosine)
+
+
+def test_init_from_starts_from_the_final_weights_of_a_finished_run(tiny_config, tmp_path, monkeypatch):
+    """T-CNN as published: a CNN trained for its schedule, then switched whole and fine-tuned."""
+    root = {"run": {"root": str(tmp_path)}, "train": {"epochs": 1}}
+    source = config.from_dict(tiny_config({**root, "schedule": {"name": "never"}}))
+    finetune = config.from_dict(tiny_config({**root, "schedule": {"name": "from_start"},
+                                             "model": {"init_from": runs.run_dir_for(source).name}}))
+    with pytest.raises(UserError, match="not a finished run"):
+        train.train(finetune, verbose=False)
+    train.train(source, verbose=False)
+    _, _, checkpoint = runs.read_run(runs.run_dir_for(source))
+    seen = {}
+    original_fit = engine.fit
+
+    def fit(parts, *args, **kwargs):
+        seen.update({k: v.clone() for k, v in parts.model.state_dict().items()})
+        return original_fit(parts, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    results = train.train(finetune, verbose=False)
+    assert seen and all(torch.equal(seen[k], v) for k, v in checkpoint["model"].items())
+    assert results["switch_events"][0]["epoch"] == 0 and results["config"]["model"]["init_from"]
+    other = config.from_dict(tiny_config({**root, "schedule": {"name": "from_start"},
+                                          "model": {"name": "hybrid_tiny", "switchable_stages": [4],
+                                                            "init_from": runs.run_dir_for(source).name}}))
+    with pytest.raises(UserError, match="stages"):
+        train.train(other, verbose=False)

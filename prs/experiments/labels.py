@@ -36,7 +36,8 @@ def models_in(params: Mapping) -> list[str]:
     names: list[str] = []
     for key in MODEL_KEYS:
         value = params.get(key)
-        for name in value if isinstance(value, list) else [value] if value else []:
+        for entry in value if isinstance(value, list) else [value] if value else []:
+            name = entry["model"] if isinstance(entry, Mapping) else entry  # a baseline with its own recipe
             if name not in names:
                 names.append(name)
     control = params.get("negative_control")

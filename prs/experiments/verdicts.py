@@ -18,6 +18,7 @@ from prs.experiments.claims import OUTCOMES, PAPER_CLAIMS, rules
 from prs.experiments.tables import summarize
 
 TOO_FEW_SEEDS = "too few seeds"
+ABLATION_PREFIX = "prs_"  # notebook 04 entries that vary PRS itself: not comparators of claim 4
 NOT_TESTABLE = "not testable on this data range"
 DISTANCE_FIELD = "attention_distance_px"  # results_table's column, from the history's mean_attention_distance_px
 
@@ -131,13 +132,15 @@ def prs_verdict(summary: Sequence[Mapping], prs_label: str = "prs", comparators:
     """Claim 4: PRS's top-1 above every comparator's by the minimum effect, by Welch's interval.
 
     summary: rows of `summarize(rows, by=("label",))` (their "values" are the per-seed top-1s);
-    comparators: the entries PRS must beat (default: every other entry).
+    comparators: the entries PRS must beat (default: every other entry but the `prs_*` ablations of
+    PRS itself, e.g. prs_lr_restart).
     """
     rule = rules().claim("04_prs_cifar100")
     values = _values(summary)
     if prs_label not in values:
         raise UserError(f"prs_verdict: no entry '{prs_label}' in the summary; labels: {', '.join(values)}")
-    others = [label for label in (comparators or values) if label != prs_label]
+    others = [label for label in (comparators or values)
+              if label != prs_label and (comparators or not label.startswith(ABLATION_PREFIX))]
     if not others:
         raise UserError("prs_verdict: nothing to compare PRS with")
     missing = [label for label in others if label not in values]
