@@ -271,3 +271,20 @@ def test_prs_entries_with_their_own_recipe_tcnn_and_lr_restart():
         ex.prs_trials({**params, "schedules": {"prs": {"schedule": {"name": "never"}, "lr": 1}}})
     with pytest.raises(UserError, match="baselines"):
         ex.prs_trials({**params, "baselines": [{"model": "resnet18"}]})
+
+
+def test_prs_rows_carry_size_and_compute():
+    results = [fake_result("resnet_tiny", 1.0, s, top1=50.0 + s, key={"label": "resnet_tiny"}) for s in (0, 1)]
+    for r in results:
+        r["model"]["parameters"] = 2_000_000
+    switched = fake_result("hybrid_tiny", 1.0, 0, 55.0, {"name": "from_start"}, key={"label": "prs"},
+                           family="hybrid")
+    switched["config"]["model"]["switchable_stages"] = [4]
+    switched["model"]["parameters"] = 2_100_000
+    switched["switch_events"] = [{"epoch": 0, "layers": ["layer4.0.conv2"]}]
+    table = ex.results_table(results + [switched])
+    assert table[2]["attention_layers"] == ["layer4.0.conv2"] and table[2]["switchable_stages"] == [4]
+    rows = {r["entry"]: r for r in ex.prs_rows(table)}
+    assert rows["resnet_tiny"]["params_m"] == 2.0 and rows["resnet_tiny"]["train_hours"] == pytest.approx(2 / 3600)
+    assert rows["resnet_tiny"]["gflops"] > 0 and rows["prs"]["gflops"] > rows["resnet_tiny"]["gflops"]
+    assert set(ex.PRS_COLUMNS) <= set(rows["prs"])

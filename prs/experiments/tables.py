@@ -33,6 +33,8 @@ def results_table(results: Iterable[Mapping]) -> list[dict]:
             "img_per_s": r["throughput_img_s"],
             "parameters": r["model"].get("parameters"),
             "attention_distance_px": (r.get("history") or [{}])[-1].get("mean_attention_distance_px"),
+            "switchable_stages": cfg["model"].get("switchable_stages"),
+            "attention_layers": sorted({layer for event in r.get("switch_events", []) for layer in event["layers"]}),
             "run_dir": r["run_dir"],
             "commit": r["commit"],
         }
