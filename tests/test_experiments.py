@@ -287,4 +287,20 @@ def test_prs_rows_carry_size_and_compute():
     rows = {r["entry"]: r for r in ex.prs_rows(table)}
     assert rows["resnet_tiny"]["params_m"] == 2.0 and rows["resnet_tiny"]["train_hours"] == pytest.approx(2 / 3600)
     assert rows["resnet_tiny"]["gflops"] > 0 and rows["prs"]["gflops"] > rows["resnet_tiny"]["gflops"]
-    assert set(ex.PRS_COLUMNS) <= set(rows["prs"])
+    assert set(ex.PRS_COLUMNS) <= set(rows["prs"]) and rows["prs"]["published"] == "—"
+
+
+def test_expected_ranges_are_data_with_sources_and_the_book_shows_them():
+    from pathlib import Path
+
+    from prs.experiments import expected
+
+    entries = expected.expected_entries()
+    assert {e["model"] for e in entries} >= {"resnet18", "deit_tiny", "convit_tiny"}
+    assert all(e["source"] and e["recipe"] and e["verified"] for e in entries)
+    assert expected.published_top1("resnet18") == "75.61 (verified)"
+    assert expected.published_top1("hybrid_resnet18") == "—"
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "book/expected_ranges.md").read_text() == expected.expected_markdown(), \
+        "regenerate book/expected_ranges.md from prs.experiments.expected.expected_markdown()"
+    assert "```{include} expected_ranges.md\n```" in (root / "book/decisions.md").read_text()

@@ -74,11 +74,13 @@ def interpolation_summary(params: Mapping, table: Sequence[Mapping], curves: Map
 def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:
     """The PRS notebook's table: per entry top-1 and top-5 (mean ± std), seeds, what it costs
     (parameters, training GFLOP per image at the end of the run, measured images/s, training hours
-    over all seeds: `costs.cost_columns`), and the paper's column.
+    over all seeds: `costs.cost_columns`), a published from-scratch top-1 of the same model where one is
+    on record (`expected.yaml`; other recipes), and the paper's column.
 
     The abstract claims PRS is best on CIFAR-100 and gives no number, so every paper value is unknown.
     """
     from prs.experiments.costs import cost_columns
+    from prs.experiments.expected import published_top1
 
     top1 = summarize(table, by=("label",))
     top5 = {s["label"]: s for s in summarize(table, by=("label",), value="top5")}
@@ -87,12 +89,14 @@ def prs_rows(table: Sequence[Mapping], prs_label: str = "prs") -> list[dict]:
              "top1": format_mean_std(s["mean"], s["std"], 2),
              "top5": format_mean_std(top5[s["label"]]["mean"], top5[s["label"]]["std"], 2), "n": s["n"],
              **cost_columns([row for row in table if row["label"] == s["label"]]),
+             "published": published_top1(what[s["label"]][0]),
              "paper": "best of all (no number given)" if s["label"] == prs_label else "unknown"} for s in top1]
 
 
 PRS_COLUMNS = {"entry": "entry", "model": "model", "schedule": "schedule", "top1": "top-1 (%)",
                "top5": "top-5 (%)", "n": "seeds", "params_m": "parameters (M)", "gflops": "training GFLOP/image",
-               "img_per_s": "images/s", "train_hours": "training hours (all seeds)", "paper": "paper (abstract)"}
+               "img_per_s": "images/s", "train_hours": "training hours (all seeds)",
+               "published": "published from scratch (%, other recipes)", "paper": "paper (abstract)"}
 
 
 def interpolation_seed_values(params: Mapping, curves_by_label_seed: Mapping[tuple, dict]) -> tuple[dict, list]:
