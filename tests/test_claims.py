@@ -199,6 +199,8 @@ def test_data_scale_verdict_returns_each_outcome_and_orders_by_measured_distance
     one_seed = [row for row in clear if row["seed"] == 0]
     v = ex.data_scale_verdict(one_seed, ["vit", "convit"], "cnn")
     assert v.outcome == "inconclusive" and "too few seeds" in v.reason
+    with pytest.raises(UserError, match="two ViT-like models"):
+        ex.data_scale_verdict(clear, ["vit"], "cnn")
     unmeasured = [{**row, "attention_distance_px": None} for row in clear]
     v = ex.data_scale_verdict(unmeasured, ["vit", "convit"], "cnn")
     assert v.outcome == "inconclusive" and "mean_attention_distance_px" in v.reason

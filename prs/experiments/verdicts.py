@@ -246,6 +246,8 @@ def data_scale_verdict(table: Sequence[Mapping], models: Sequence[str], referenc
     """
     r = rules()
     rule = r.claim("01_data_scale")
+    if len(set(models)) < 2:
+        raise UserError(f"data_scale_verdict: needs at least two ViT-like models to order, got {list(models)}")
     ratios = sorted({row["ratio"] for row in table if row["label"] == reference})
     cells = {(s["label"], s["ratio"]): s["values"] for s in summarize(table, by=("label", "ratio"))}
     for m in [reference, *models]:
