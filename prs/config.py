@@ -35,6 +35,9 @@ class ModelConfig:
     drop_path: float = 0.0
     # Hybrids only: which ResNet stages (1-4) hold switchable 3x3 convolutions; None = model default.
     switchable_stages: list[int] | None = None
+    # Start from the final weights of a finished run of the same model under run.root (its directory
+    # name, "<model>-<hash>"), e.g. T-CNN: a CNN trained for its full schedule, then switched and fine-tuned.
+    init_from: str | None = None
 
 
 @dataclass
@@ -74,6 +77,10 @@ class TrainConfig:
     momentum: float = 0.9
     lr_schedule: str = "cosine"  # cosine | step
     warmup_epochs: float = 0.0
+    # Ablation of the late-switch confound (cosine only): at every epoch where layers switch, warm the
+    # learning rate up again over `restart_warmup_epochs` and decay it by a new cosine to the end.
+    lr_restart_at_switch: bool = False
+    restart_warmup_epochs: float = 1.0
     milestones: list[int] = field(default_factory=list)  # step schedule, in epochs
     gamma: float = 0.2
     grad_clip: float | None = None
@@ -132,6 +139,9 @@ CHOICES = {
 }
 # Fields that say where things live or how fast they load, not what is computed.
 NOT_HASHED = ("run.root", "data.root", "data.download", "data.num_workers")
+# Fields added after runs existed, hashed only when they differ from these defaults, so that the runs
+# of earlier commits keep their directories (a finished run is reused across commits).
+HASHED_WHEN_SET = {"train.lr_restart_at_switch": False, "train.restart_warmup_epochs": 1.0, "model.init_from": None}
 
 
 # ----------------------------------------------------------------------------- field ranges
@@ -189,6 +199,7 @@ RANGES = {
     "train.gamma": Range(0, 1, "step-schedule LR factor", low_open=True),
     "train.grad_clip": Range(0, None, "gradient-norm clip; null = off", low_open=True),
     "train.seed": Range(0, MAX_SEED, "training seed"),
+    "train.restart_warmup_epochs": Range(0, None, "warm-up at each switch when lr_restart_at_switch, epochs"),
     "switch.gate_logit": Range(None, None, "sigmoid form: gate logit at the switch"),
     "switch.locality": Range(0, None, "sigmoid form: locality strength at the switch", low_open=True),
     "switch.content_locality": Range(0, None, "relative-position bump in the content logits at the switch; "
@@ -290,6 +301,8 @@ def _validate(cfg: Config) -> Config:
     t, d = cfg.train, cfg.data
     if not DEVICE_FORM.fullmatch(t.device):
         raise UserError(f"train.device: '{t.device}' is not a device; use auto, cpu, cuda, cuda:N or mps")
+    if t.lr_restart_at_switch and t.lr_schedule != "cosine":
+        raise UserError(f"train.lr_restart_at_switch: needs train.lr_schedule 'cosine', got '{t.lr_schedule}'")
     if (d.augment.mixup or d.augment.cutmix) and t.batch_size % 2:
         raise UserError(f"train.batch_size: Mixup/CutMix pair images, so the batch size must be even, got {t.batch_size}")
     if d.augment.randaugment and d.loader != "torchvision":
@@ -510,5 +523,9 @@ def config_hash(cfg: Config) -> str:
     for key in NOT_HASHED:
         section, name = key.split(".")
         flat[section].pop(name, None)
+    for key, default in HASHED_WHEN_SET.items():
+        section, name = key.split(".")
+        if flat[section][name] == default:
+            flat[section].pop(name)
     blob = json.dumps(flat, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

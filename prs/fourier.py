@@ -41,7 +41,7 @@ LOG_EPS = 1e-6  # Park & Kim's epsilon inside the log
 
 # Block kinds. A ResNet block is "attention" when all of its spatial mixers (3x3-like convs and
 # switchable layers) are switched to attention, "mixed" when only some are.
-KINDS = ("conv", "downsample", "attention", "mixed", "embed")
+KINDS = ("conv", "downsample", "attention", "mixed", "embed", "mlp")
 
 
 # ---------------------------------------------------------------- spectra
@@ -116,13 +116,16 @@ def _tokens_to_map(x: torch.Tensor, prefix_tokens: int, prefix_optional: bool = 
 
 @dataclass
 class FeatureBlock:
-    """One block whose output is analysed. `to_map` turns its output into (B, C, h, w)."""
+    """One point of the network whose features are analysed: the output of `module` (read="output")
+    or its first input (read="input", e.g. the residual stream entering a block's second norm).
+    `to_map` turns them into (B, C, h, w)."""
 
     name: str
     module: nn.Module = field(repr=False)
     kind: str
     downsample: bool = False  # reduces spatial resolution (also true for strided attention/mixed blocks)
     to_map: Callable[[torch.Tensor], torch.Tensor] = field(default=_as_map, repr=False)
+    read: str = "output"
 
 
 def _strided(module: nn.Module) -> bool:
@@ -163,32 +166,30 @@ def _resnet_blocks(model: ResNet) -> list[FeatureBlock]:
     return blocks
 
 
-def _patch_embed_block(model: nn.Module) -> FeatureBlock:
-    # Patch tokens before the class token and position embedding are added.
-    to_map = partial(_tokens_to_map, prefix_tokens=0)
-    return FeatureBlock("patch_embed", model.patch_embed, "embed", _strided(model.patch_embed), to_map)
+def _transformer_blocks(model: nn.Module, to_map: Callable) -> list[FeatureBlock]:
+    """Park and Kim's granularity: the patch tokens after the position embedding (the input of the
+    first block), then in every block the residual stream after attention (the input of its second
+    norm, `norm2`) and after the MLP (the block's output)."""
+    blocks = [FeatureBlock("pos_embed", model.blocks[0], "embed", _strided(model.patch_embed), to_map, "input")]
+    for index, block in enumerate(model.blocks):
+        blocks.append(FeatureBlock(f"blocks.{index}.attn", block.norm2, "attention", False, to_map, "input"))
+        blocks.append(FeatureBlock(f"blocks.{index}.mlp", block, "mlp", False, to_map))
+    return blocks
 
 
 def _vit_blocks(model: VisionTransformer) -> list[FeatureBlock]:
-    blocks = [_patch_embed_block(model)]
-    drop_prefix = partial(_tokens_to_map, prefix_tokens=model.num_prefix_tokens)
-    for index, block in enumerate(model.blocks):
-        blocks.append(FeatureBlock(f"blocks.{index}", block, "attention", False, drop_prefix))
-    return blocks
+    return _transformer_blocks(model, partial(_tokens_to_map, prefix_tokens=model.num_prefix_tokens))
 
 
 def _convit_blocks(model: ConVit) -> list[FeatureBlock]:
     # The class token is joined only before the first non-GPSA block: detect it from the token count.
-    blocks = [_patch_embed_block(model)]
     prefix = getattr(model, "num_prefix_tokens", 1)  # older timm ConVit: always one class token
-    maybe_prefix = partial(_tokens_to_map, prefix_tokens=prefix, prefix_optional=True)
-    for index, block in enumerate(model.blocks):
-        blocks.append(FeatureBlock(f"blocks.{index}", block, "attention", False, maybe_prefix))
-    return blocks
+    return _transformer_blocks(model, partial(_tokens_to_map, prefix_tokens=prefix, prefix_optional=True))
 
 
 def feature_blocks(model: nn.Module) -> list[FeatureBlock]:
-    """The blocks Park & Kim analyse, in forward order: stem/patch embedding, then every block."""
+    """The blocks Park & Kim analyse, in forward order: a ResNet's stem and every block; a ViT's or
+    ConViT's tokens after the position embedding, then after attention and after the MLP of every block."""
     if isinstance(model, ConVit):
         return _convit_blocks(model)
     if isinstance(model, VisionTransformer):
@@ -215,17 +216,19 @@ def fourier_curves(model: nn.Module, images: torch.Tensor, blocks: list[FeatureB
         raise UserError("blocks is empty: pass at least one FeatureBlock, or None for the model's default blocks")
     results: list[tuple[torch.Tensor, tuple[int, int]] | None] = [None] * len(blocks)
 
-    def hook(index: int, module: nn.Module, inputs, output) -> None:
+    def hook(index: int, module: nn.Module, inputs, output=None) -> None:
         if results[index] is not None:
             raise UserError(f"block {blocks[index].name} ran twice in one forward pass: its output is ambiguous")
-        feature_map = blocks[index].to_map(output)
+        feature_map = blocks[index].to_map(inputs[0] if blocks[index].read == "input" else output)
         results[index] = (relative_log_amplitude(feature_map).cpu(), tuple(feature_map.shape[-2:]))
 
     training_flags = [(m, m.training) for m in model.modules()]
     handles = []
     try:
         for index, block in enumerate(blocks):
-            handles.append(block.module.register_forward_hook(partial(hook, index)))
+            register = (block.module.register_forward_pre_hook if block.read == "input"
+                        else block.module.register_forward_hook)
+            handles.append(register(partial(hook, index)))
         model.eval()
         parameter = next(model.parameters(), None)
         if parameter is not None:

@@ -11,6 +11,7 @@ the same epoch, and only rank 0 writes. Stochastic depth and Mixup draw per rank
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -51,6 +52,8 @@ def _train(cfg: Config, run: runs.Run, rank: int, world: int, say, progress: boo
     parts, switches = _build(cfg, device, amp_dtype, data_info["num_classes"], world, len(train_loader))
     record = _record(cfg, run, parts.model, data_info, switches, device, world)
     state = _resume(run, record, parts, say)
+    if state.epoch == 0 and cfg.model.init_from:
+        _initialise_from(cfg, parts.model, say)
     if rank == 0:
         run.prepare()  # everything has been checked: only now is anything deleted or written
     parts.net = _wrap(parts.model, cfg, device, world, switches)
@@ -131,7 +134,8 @@ def _build(cfg: Config, device, amp_dtype, num_classes: int, world: int,
     optimizer = engine.build_optimizer(model, t, cfg.switch.gate_lr_scale, cfg.switch.qk_lr_scale)
     criterion, mixup = engine.build_criterion(cfg.data.augment, num_classes)
     parts = engine.Parts(model=model, net=model, optimizer=optimizer,
-                         lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch),
+                         lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch,
+                                                                switch_epochs=switches.epochs.values()),
                          scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                          criterion=criterion, mixup=mixup, amp_dtype=amp_dtype, device=device)
     return parts, switches
@@ -146,6 +150,24 @@ def _record(cfg: Config, run: runs.Run, model: nn.Module, data_info: dict, switc
                "parameters": sum(p.numel() for p in model.parameters()), "switchable_layers": layers},
         data=data_info, schedule=cfg.schedule.to_dict(), switch_epochs=switches.epochs, commit=env.git_commit(),
         versions=env.versions(), device=env.device_name(device), world_size=world)
+
+
+def _initialise_from(cfg: Config, model: nn.Module, say) -> None:
+    """Load the final weights of the finished run `model.init_from` (same model, same run.root)."""
+    source = Path(cfg.run.root) / cfg.model.init_from
+    results_path = source / runs.RESULTS
+    try:
+        finished = json.loads(results_path.read_text()).get("finished")
+    except (OSError, ValueError):
+        finished = False
+    if not finished:
+        raise UserError(f"model.init_from: '{source}' is not a finished run; train it first (it is its own config)")
+    source_cfg, _, checkpoint = runs.read_run(source)
+    if (source_cfg.model.name, source_cfg.model.switchable_stages) != (cfg.model.name, cfg.model.switchable_stages):
+        raise UserError(f"model.init_from: '{source}' trained {source_cfg.model.name} (stages "
+                        f"{source_cfg.model.switchable_stages}), not {cfg.model.name} (stages {cfg.model.switchable_stages})")
+    model.load_state_dict(checkpoint["model"])
+    say(f"initialised from the final weights of {source}")
 
 
 def _resume(run: runs.Run, record: runs.RunRecord, parts: engine.Parts, say) -> engine.FitState:

@@ -241,6 +241,16 @@ def test_executed_notebook_ran_every_cell_with_figures_and_a_verdict(smoke_book,
 
 
 @pytest.mark.slow
+def test_smoke_book_runs_the_negative_control_and_it_is_not_held(smoke_book):
+    """Two resnet_tiny arms that differ only in their seeds, decided by claim 4's rule (notebook 04)."""
+    nb = nbformat.read(smoke_book.executed / "04_prs_cifar100.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and "ex.control_verdict(" in c.source]
+    text = "".join(o["data"].get("text/markdown", "") for o in cell.outputs if "data" in o)
+    assert "In this run the negative control" in text and "the control passed" in text
+    assert "negative control held" not in text and "Numbers: control B − control A" in text
+
+
+@pytest.mark.slow
 def test_nbval_validates_the_executed_notebooks(smoke_book):
     """nbval re-executes each executed copy (runs are reused) and fails on any error."""
     command = [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",

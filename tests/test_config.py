@@ -309,3 +309,23 @@ def test_hash_changes_with_what_is_computed_only():
                                                                                    "schedule": {"name": "never"}}]
     hashes = {config.config_hash(load(o)) for o in changed}
     assert h not in hashes and len(hashes) == len(changed)
+
+
+def test_fields_added_later_leave_earlier_hashes_alone_until_set():
+    cfg = config.load(None, {"train": {"epochs": 4}})
+    flat = config.to_dict(cfg)
+    for key in config.HASHED_WHEN_SET:
+        section, name = key.split(".")
+        flat[section].pop(name)
+    for key in config.NOT_HASHED:
+        section, name = key.split(".")
+        flat[section].pop(name)
+    import hashlib
+    import json
+
+    before = hashlib.sha256(json.dumps(flat, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    assert config.config_hash(cfg) == before  # the hash a config had before these fields existed
+    restarted = config.load(None, {"train": {"epochs": 4, "lr_restart_at_switch": True}})
+    assert config.config_hash(restarted) != config.config_hash(cfg)
+    with pytest.raises(UserError, match="lr_restart_at_switch"):
+        config.load(None, {"train": {"epochs": 4, "lr_restart_at_switch": True, "lr_schedule": "step"}})

@@ -68,8 +68,8 @@ def test_notebooks_share_runs_through_identical_configs():
     d1, d2, d3, d4 = (dirs(n) for n in ex.NOTEBOOKS)
     assert d2 == d1
     assert len(d3 & d1) == 1  # the ViT reference
-    assert len(d4 - d1 - d3) == 1  # only 'reverse' is new in 04
-    assert len(d1 | d3 | d4) == 17
+    assert len(d4 - d1 - d3) == 7  # 'reverse' and the 6 runs of the negative control are new in 04
+    assert len(d1 | d3 | d4) == 23
 
 
 def test_data_scale_trials_cover_the_grid_and_only_hybrids_switch():
@@ -121,9 +121,9 @@ def test_notebook_params_from_namespace_and_named_profile(monkeypatch):
 
 def test_training_plan_counts_distinct_runs_and_dataset_passes():
     plan = {r["model"]: r for r in ex.training_plan("smoke")}
-    assert sum(r["runs"] for r in plan.values()) == 17
-    # resnet_tiny: 3 epochs at ratios 0.25, 0.5, 1.0 -> 5.25 passes
-    assert plan["resnet_tiny"]["runs"] == 3 and plan["resnet_tiny"]["dataset_passes"] == pytest.approx(5.25)
+    assert sum(r["runs"] for r in plan.values()) == 23
+    # resnet_tiny: 3 epochs at ratios 0.25, 0.5, 1.0 -> 5.25 passes, and 6 control runs of 3 epochs at 0.1
+    assert plan["resnet_tiny"]["runs"] == 9 and plan["resnet_tiny"]["dataset_passes"] == pytest.approx(7.05)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -189,49 +189,14 @@ def test_crossover_edge_cases():
         ex.crossover_ratio(seeds, "convit", "cnn")
 
 
-def test_data_scale_verdict():
-    held = rows({"cnn": {0.1: [50], 0.5: [60], 1.0: [70]}, "vit": {0.1: [30], 0.5: [55], 1.0: [75]},
-                 "convit": {0.1: [45], 0.5: [65], 1.0: [76]}})
-    v = ex.data_scale_verdict(held, ["vit", "convit"], "cnn")
-    assert v.held is True and "cnn" in v.sentence
-    flipped = ex.data_scale_verdict(held, ["convit", "vit"], "cnn")
-    assert flipped.held is False
-    never = rows({"cnn": {0.5: [60], 1.0: [70]}, "vit": {0.5: [50], 1.0: [60]}, "convit": {0.5: [50], 1.0: [65]}})
-    assert ex.data_scale_verdict(never, ["vit", "convit"], "cnn").held is None
-    # the less conv-like model never crosses, the more conv-like one does: consistent with the claim
-    one = rows({"cnn": {0.5: [60], 1.0: [70]}, "vit": {0.5: [50], 1.0: [60]}, "convit": {0.5: [50], 1.0: [75]}})
-    assert ex.data_scale_verdict(one, ["vit", "convit"], "cnn").held is True
-    assert "could not be tested" in ex.data_scale_verdict(never, ["vit"], "cnn").markdown("smoke")
-    assert "not evidence" in ex.data_scale_verdict(never, ["vit"], "cnn").markdown("smoke")
-    assert "not evidence" not in v.markdown("full")
+# The verdicts themselves (three outcomes each, on constructed results) are tested in tests/test_claims.py.
 
 
-def test_fourier_verdict():
-    v = ex.fourier_verdict({0.5: {"cnn": -1.0, "vit": -2.0}, 1.0: {"cnn": -0.5, "vit": -3.0}}, "cnn", "vit")
-    assert v.held is True and "2 of 2" in v.sentence
-    v = ex.fourier_verdict({0.5: {"cnn": -3.0, "vit": -2.0}, 1.0: {"cnn": -0.5, "vit": -3.0}}, "cnn", "vit")
-    assert v.held is False and "1 of 2" in v.sentence
-
-
-def test_interpolation_positions_and_verdict():
+def test_interpolation_positions():
     summary = {0: -2.5, 2: -1.5, None: -1.0}  # the CNN at -1, the ViT at -3
     pos = ex.interpolation_positions(summary, -3.0)
     assert pos == {0: pytest.approx(0.75), 2: pytest.approx(0.25), None: 0.0}
-    assert ex.interpolation_verdict(summary, -3.0).held is True
-    assert ex.interpolation_verdict({0: -1.2, 2: -1.5, None: -1.0}, -3.0).held is False  # not monotone
-    assert ex.interpolation_verdict({0: -0.5, None: -1.0}, -3.0).held is False  # moved away from the ViT
-    assert ex.interpolation_verdict(summary, -0.5).held is None  # ViT on the high-pass side: no direction
-
-
-def test_prs_verdict():
-    summary = ex.summarize(rows({"prs": {1.0: [60, 62]}, "never": {1.0: [58, 58.5]}, "vit": {1.0: [40, 41]}}))
-    v = ex.prs_verdict(summary)
-    assert v.held is True and "never" in v.sentence and "+2.75" in v.sentence and "standard errors" in v.sentence
-    lost = ex.summarize(rows({"prs": {1.0: [50]}, "never": {1.0: [58]}}))
-    v = ex.prs_verdict(lost)
-    assert v.held is False and "single seed" in v.sentence
-    with pytest.raises(UserError):
-        ex.prs_verdict(ex.summarize(rows({"never": {1.0: [1]}})))
+    assert all(math.isnan(v) for v in ex.interpolation_positions(summary, -1.0).values())
 
 
 def test_provenance_labels_smoke_runs():
@@ -286,3 +251,60 @@ def test_importing_experiments_leaves_the_warning_filters_alone():
             "warnings.filters")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_prs_entries_with_their_own_recipe_tcnn_and_lr_restart():
+    """full's notebook 04: T-CNN fine-tuned from the finished CNN, PRS with LR restarts, ResNet-18 with SGD."""
+    params = ex.notebook_parameters("full", "04_prs_cifar100")
+    trials = {(t.key["label"], t.key["seed"]): t.config for t in ex.prs_trials(params)}
+    never, tcnn = trials[("never", 0)], trials[("tcnn", 0)]
+    assert tcnn.model.init_from == ex.run_dir(ex.Trial({}, never)).name and tcnn.train.epochs == 20
+    assert tcnn.schedule.to_dict() == {"name": "from_start"} and never.model.init_from is None
+    assert trials[("tcnn", 1)].model.init_from == ex.run_dir(ex.Trial({}, trials[("never", 1)])).name
+    restart = trials[("prs_lr_restart", 0)]
+    assert restart.train.lr_restart_at_switch and restart.schedule == trials[("prs", 0)].schedule
+    assert not trials[("prs", 0)].train.lr_restart_at_switch
+    sgd = trials[("resnet18_sgd", 0)]
+    assert (sgd.train.optimizer, sgd.train.epochs, sgd.model.name) == ("sgd", 200, "resnet18")
+    assert trials[("resnet18", 0)].train.optimizer == "adamw"
+    bad = {**params, "schedules": {**params["schedules"], "tcnn": {"schedule": {"name": "from_start"},
+                                                                   "init_from": "later"}}}
+    with pytest.raises(UserError, match="init_from"):
+        ex.prs_trials(bad)
+    with pytest.raises(UserError, match="unknown key 'lr'"):
+        ex.prs_trials({**params, "schedules": {"prs": {"schedule": {"name": "never"}, "lr": 1}}})
+    with pytest.raises(UserError, match="baselines"):
+        ex.prs_trials({**params, "baselines": [{"model": "resnet18"}]})
+
+
+def test_prs_rows_carry_size_and_compute():
+    results = [fake_result("resnet_tiny", 1.0, s, top1=50.0 + s, key={"label": "resnet_tiny"}) for s in (0, 1)]
+    for r in results:
+        r["model"]["parameters"] = 2_000_000
+    switched = fake_result("hybrid_tiny", 1.0, 0, 55.0, {"name": "from_start"}, key={"label": "prs"},
+                           family="hybrid")
+    switched["config"]["model"]["switchable_stages"] = [4]
+    switched["model"]["parameters"] = 2_100_000
+    switched["switch_events"] = [{"epoch": 0, "layers": ["layer4.0.conv2"]}]
+    table = ex.results_table(results + [switched])
+    assert table[2]["attention_layers"] == ["layer4.0.conv2"] and table[2]["switchable_stages"] == [4]
+    rows = {r["entry"]: r for r in ex.prs_rows(table)}
+    assert rows["resnet_tiny"]["params_m"] == 2.0 and rows["resnet_tiny"]["train_hours"] == pytest.approx(2 / 3600)
+    assert rows["resnet_tiny"]["gflops"] > 0 and rows["prs"]["gflops"] > rows["resnet_tiny"]["gflops"]
+    assert set(ex.PRS_COLUMNS) <= set(rows["prs"]) and rows["prs"]["published"] == "—"
+
+
+def test_expected_ranges_are_data_with_sources_and_the_book_shows_them():
+    from pathlib import Path
+
+    from prs.experiments import expected
+
+    entries = expected.expected_entries()
+    assert {e["model"] for e in entries} >= {"resnet18", "deit_tiny", "convit_tiny"}
+    assert all(e["source"] and e["recipe"] and e["verified"] for e in entries)
+    assert expected.published_top1("resnet18") == "75.61 (verified)"
+    assert expected.published_top1("hybrid_resnet18") == "—"
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "book/expected_ranges.md").read_text() == expected.expected_markdown(), \
+        "regenerate book/expected_ranges.md from prs.experiments.expected.expected_markdown()"
+    assert "```{include} expected_ranges.md\n```" in (root / "book/decisions.md").read_text()

@@ -224,24 +224,39 @@ def test_vit_drops_prefix_tokens(images, kw, prefix):
     model = tiny_vit(**kw)
     assert model.num_prefix_tokens == prefix
     curves = fourier_curves(model, images)
-    assert curves["names"] == ["patch_embed", "blocks.0", "blocks.1"]
-    assert curves["kinds"] == ["embed", "attention", "attention"]
-    assert curves["downsample"] == [True, False, False]
-    assert curves["sizes"] == [[8, 8]] * 3
-    reference = intermediate_delta_fs(model, images)  # blocks only, prefix tokens stripped by timm
-    for got, want in zip(curves["delta_f"][1:], reference, strict=True):
+    assert curves["names"] == ["pos_embed", "blocks.0.attn", "blocks.0.mlp", "blocks.1.attn", "blocks.1.mlp"]
+    assert curves["kinds"] == ["embed", "attention", "mlp", "attention", "mlp"]
+    assert curves["downsample"] == [True, False, False, False, False]
+    assert curves["sizes"] == [[8, 8]] * 5
+    reference = intermediate_delta_fs(model, images)  # block outputs, prefix tokens stripped by timm
+    for got, want in zip(curves["delta_f"][2::2], reference, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_vit_patch_embedding_is_the_raw_token_grid(images):
+def test_vit_embedding_is_the_token_grid_after_the_position_embedding(images):
     model = tiny_vit().eval()
     with torch.no_grad():
-        tokens = model.patch_embed(images)  # (B, 64, C), row-major
+        tokens = model.patch_embed(images) + model.pos_embed[:, model.num_prefix_tokens:]  # (B, 64, C), row-major
     grid = tokens.reshape(2, 8, 8, -1).permute(0, 3, 1, 2)
     # a direct reshape check: token r*8+c is pixel (r, c)
     assert torch.equal(grid[:, :, 2, 5], tokens[:, 2 * 8 + 5])
     got = fourier_curves(model, images)["delta_f"][0]
-    np.testing.assert_allclose(got, relative_log_amplitude(grid).tolist(), atol=1e-6)
+    np.testing.assert_allclose(got, relative_log_amplitude(grid).tolist(), atol=1e-5)
+
+
+def test_vit_is_read_after_attention_and_after_the_mlp(images):
+    """Park and Kim's granularity: the residual stream after attention is x + attn(norm1(x))."""
+    model = tiny_vit().eval()
+    block = model.blocks[1]
+    seen = {}
+    handle = block.register_forward_pre_hook(lambda m, inputs: seen.update(x=inputs[0]))
+    curves = fourier_curves(model, images)
+    handle.remove()
+    with torch.no_grad():
+        after_attention = seen["x"] + block.ls1(block.attn(block.norm1(seen["x"])))
+    grid = after_attention[:, model.num_prefix_tokens:].reshape(2, 8, 8, -1).permute(0, 3, 1, 2)
+    index = curves["names"].index("blocks.1.attn")
+    np.testing.assert_allclose(curves["delta_f"][index], relative_log_amplitude(grid).tolist(), atol=1e-5)
 
 
 def test_convit_class_token_detected_from_token_count(images):
@@ -252,11 +267,11 @@ def test_convit_class_token_detected_from_token_count(images):
     for handle in handles:
         handle.remove()
     assert token_counts == [64, 64, 65]  # class token joins before the first non-GPSA block
-    assert curves["names"] == ["patch_embed", "blocks.0", "blocks.1", "blocks.2"]
-    assert curves["kinds"] == ["embed", "attention", "attention", "attention"]
-    assert curves["sizes"] == [[8, 8]] * 4
+    assert curves["names"] == ["pos_embed"] + [f"blocks.{i}.{part}" for i in range(3) for part in ("attn", "mlp")]
+    assert curves["kinds"] == ["embed"] + ["attention", "mlp"] * 3
+    assert curves["sizes"] == [[8, 8]] * 7
     reference = intermediate_delta_fs(model, images)
-    for got, want in zip(curves["delta_f"][1:], reference, strict=True):
+    for got, want in zip(curves["delta_f"][2::2], reference, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -351,7 +366,7 @@ def expected_layout(name, model):
                 names.append(f"layer{stage}.{index}")
                 sizes.append([side, side])
         return names, sizes
-    names = ["patch_embed"] + [f"blocks.{i}" for i in range(len(model.blocks))]
+    names = ["pos_embed"] + [f"blocks.{i}.{part}" for i in range(len(model.blocks)) for part in ("attn", "mlp")]
     return names, [[8, 8]] * len(names)  # 32 px, patch 4
 
 
@@ -374,7 +389,7 @@ def test_curves_for_every_registered_model(name):
     assert all(d[0] == 0.0 and all(math.isfinite(v) for v in d) for d in curves["delta_f"])
     family = prs.models.family(name)
     if family in ("vit", "convit"):
-        assert curves["kinds"] == ["embed"] + ["attention"] * (len(names) - 1)
+        assert curves["kinds"] == ["embed"] + ["attention", "mlp"] * (len(names) // 2)
     else:  # nothing switched yet: hybrids look like their ResNet
         assert set(curves["kinds"]) <= {"conv", "downsample"}
         assert curves["downsample"] == [k == "downsample" for k in curves["kinds"]]

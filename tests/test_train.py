@@ -2,11 +2,13 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
 
 from prs import cli, config, engine, reparam, runs, train
+from prs.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +98,52 @@ def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
     assert len(graphs) == len(layers) + 1, "a layer configuration ran without being compiled"
     for out in outputs[1:]:  # the switch keeps the function: every graph computes the same thing
         torch.testing.assert_close(out, outputs[0], atol=2e-6, rtol=1e-5)
+
+
+def test_learning_rate_restarts_at_each_switch_epoch():
+    """train.lr_restart_at_switch: warm-up again at every switch epoch, then a new cosine to zero."""
+    t = config.load(None, {"train": {"epochs": 10, "lr": 0.1, "warmup_epochs": 1, "lr_restart_at_switch": True,
+                                     "restart_warmup_epochs": 1}}).train
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD([{"params": [net.weight]}, {"params": [net.bias], "lr_scale": 10.0}], lr=t.lr)
+    sched = engine.build_lr_scheduler(opt, t, steps_per_epoch=10, switch_epochs=[None, 4, 4, 7])
+    lrs = []
+    for step in range(100):
+        sched.step_update(step)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-4) and lrs[10] == pytest.approx(0.1)  # warm-up, then the peak
+    assert lrs[39] == pytest.approx(0.05 * (1 + math.cos(math.pi * 29 / 90)))  # one cosine to the end, cut off
+    assert lrs[40] == pytest.approx(1e-4) and lrs[50] == pytest.approx(0.1)  # restart at 4
+    assert lrs[70] == pytest.approx(1e-4) and lrs[80] == pytest.approx(0.1) and lrs[99] < 1e-3  # restart at 7
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * lrs[-1])  # lr_scale is honoured
+    assert sched.state_dict() == {}  # a function of the step: a resumed run needs no state
+    plain = engine.build_lr_scheduler(opt, dataclasses.replace(t, lr_restart_at_switch=False), 10, [4])
+    assert not isinstance(plain, engine.RestartingCosine)
+
+
+def test_init_from_starts_from_the_final_weights_of_a_finished_run(tiny_config, tmp_path, monkeypatch):
+    """T-CNN as published: a CNN trained for its schedule, then switched whole and fine-tuned."""
+    root = {"run": {"root": str(tmp_path)}, "train": {"epochs": 1}}
+    source = config.from_dict(tiny_config({**root, "schedule": {"name": "never"}}))
+    finetune = config.from_dict(tiny_config({**root, "schedule": {"name": "from_start"},
+                                             "model": {"init_from": runs.run_dir_for(source).name}}))
+    with pytest.raises(UserError, match="not a finished run"):
+        train.train(finetune, verbose=False)
+    train.train(source, verbose=False)
+    _, _, checkpoint = runs.read_run(runs.run_dir_for(source))
+    seen = {}
+    original_fit = engine.fit
+
+    def fit(parts, *args, **kwargs):
+        seen.update({k: v.clone() for k, v in parts.model.state_dict().items()})
+        return original_fit(parts, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "fit", fit)
+    results = train.train(finetune, verbose=False)
+    assert seen and all(torch.equal(seen[k], v) for k, v in checkpoint["model"].items())
+    assert results["switch_events"][0]["epoch"] == 0 and results["config"]["model"]["init_from"]
+    other = config.from_dict(tiny_config({**root, "schedule": {"name": "from_start"},
+                                          "model": {"name": "hybrid_tiny", "switchable_stages": [4],
+                                                            "init_from": runs.run_dir_for(source).name}}))
+    with pytest.raises(UserError, match="stages"):
+        train.train(other, verbose=False)

@@ -94,20 +94,100 @@ def interpolation_trials(params: Mapping) -> list[Trial]:
     return trials
 
 
+ENTRY_FIELDS = ("schedule", "overrides", "epochs", "init_from")
+BASELINE_FIELDS = ("label", "model", "preset", "epochs", "overrides")
+
+
+def _hybrid_entry(label: str, entry) -> dict:
+    """A `schedules` entry: a schedule spec ({name: ...}), or {schedule, overrides?, epochs?, init_from?}
+    for entries that differ from the others in more than their schedule (an LR restart, T-CNN)."""
+    if isinstance(entry, Mapping) and "schedule" in entry:
+        unknown = [k for k in entry if k not in ENTRY_FIELDS]
+        if unknown:
+            raise UserError(f"schedules.{label}: unknown key '{unknown[0]}'; allowed: {', '.join(ENTRY_FIELDS)}")
+        return {"overrides": {}, "epochs": None, "init_from": None, **entry}
+    return {"schedule": entry, "overrides": {}, "epochs": None, "init_from": None}
+
+
+def _baseline_entry(entry) -> dict:
+    """A `baselines` entry: a model name, or {label, model, preset?, epochs?, overrides?} for a model
+    trained with its own recipe (e.g. ResNet-18 with its SGD preset)."""
+    if isinstance(entry, str):
+        return {"label": entry, "model": entry, "preset": None, "epochs": None, "overrides": {}}
+    if not isinstance(entry, Mapping) or "label" not in entry or "model" not in entry:
+        raise UserError(f"baselines: each entry is a model name or a mapping with label and model, got {entry!r}")
+    unknown = [k for k in entry if k not in BASELINE_FIELDS]
+    if unknown:
+        raise UserError(f"baselines.{entry['label']}: unknown key '{unknown[0]}'; allowed: {', '.join(BASELINE_FIELDS)}")
+    return {"preset": None, "epochs": None, "overrides": {}, **entry}
+
+
+def _variant(params: Mapping, preset=None, epochs=None, overrides=None) -> dict:
+    """The profile's parameters with one entry's own preset, epochs and overrides."""
+    out = dict(params)
+    out["preset"] = preset or params["preset"]
+    out["epochs"] = epochs or params["epochs"]
+    out["overrides"] = config_mod.merge(params["overrides"] or {}, overrides or {})
+    return out
+
+
 def prs_trials(params: Mapping) -> list[Trial]:
-    """The hybrid under every schedule of `schedules` ({label: spec}), and the baseline models."""
+    """The hybrid under every entry of `schedules` ({label: schedule spec or entry}), the baselines
+    (model names, or entries with their own recipe), and the negative control. An entry with
+    `init_from: <label>` starts from the final weights of that earlier entry's run (same seed)."""
     if "prs" not in params["schedules"]:
         raise UserError(f"schedules: needs an entry 'prs' (the method under test); got {list(params['schedules'])}")
+    entries = {label: _hybrid_entry(label, e) for label, e in params["schedules"].items()}
+    labels = list(entries)
+    for label, e in entries.items():
+        source = e["init_from"]
+        if source is not None and (source not in entries or labels.index(source) >= labels.index(label)
+                                   or entries[source]["init_from"] is not None):
+            raise UserError(f"schedules.{label}.init_from: '{source}' must be an earlier entry of schedules that "
+                            f"starts from scratch; entries: {', '.join(labels)}")
+    baselines = [_baseline_entry(b) for b in params["baselines"]]
     trials = []
     hybrid = params["hybrid_model"]
     for seed in _seeds(params):
-        for label, spec in params["schedules"].items():
+        configs = {}
+        for label, e in entries.items():
+            variant = _variant(params, epochs=e["epochs"], overrides=e["overrides"])
+            if e["init_from"] is not None:
+                variant["overrides"] = config_mod.merge(
+                    variant["overrides"], {"model": {"init_from": runs.run_dir_for(configs[e["init_from"]]).name}})
+            configs[label] = make_config(variant, hybrid, ratio=params["ratio"], seed=seed, schedule=e["schedule"])
             trials.append(Trial({"label": label, "model": hybrid, "ratio": params["ratio"], "seed": seed},
-                                make_config(params, hybrid, ratio=params["ratio"], seed=seed, schedule=spec)))
-        for model in params["baselines"]:
-            trials.append(Trial({"label": model, "model": model, "ratio": params["ratio"], "seed": seed},
-                                make_config(params, model, ratio=params["ratio"], seed=seed)))
-    return trials
+                                configs[label]))
+        for b in baselines:
+            variant = _variant(params, b["preset"], b["epochs"], b["overrides"])
+            trials.append(Trial({"label": b["label"], "model": b["model"], "ratio": params["ratio"], "seed": seed},
+                                make_config(variant, b["model"], ratio=params["ratio"], seed=seed)))
+    return trials + negative_control_trials(params)
+
+
+def negative_control_trials(params: Mapping) -> list[Trial]:
+    """Two arms of one configuration that differ only in their seeds (`negative_control`: {model,
+    ratio, seeds_a, seeds_b}, or null for none); their keys carry `control_arm` ("A" or "B")."""
+    control = params["negative_control"]
+    if control is None:
+        return []
+    fields = ("model", "ratio", "seeds_a", "seeds_b")
+    if not isinstance(control, Mapping) or sorted(control) != sorted(fields):
+        raise UserError(f"negative_control: expected null or a mapping with {', '.join(fields)}, got {control!r}")
+    a, b = _seeds({"seeds": control["seeds_a"]}), _seeds({"seeds": control["seeds_b"]})
+    if set(a) & set(b):
+        raise UserError(f"negative_control: seeds_a {a} and seeds_b {b} share seeds; the arms must differ in every seed")
+    model = control["model"]
+    return [Trial({"label": f"control {arm}", "model": model, "ratio": control["ratio"], "seed": seed,
+                   "control_arm": arm},
+                  make_config(params, model, ratio=control["ratio"], seed=seed))
+            for arm, seeds in (("A", a), ("B", b)) for seed in seeds]
+
+
+def split_control(results: Sequence[Mapping]) -> tuple[list, list]:
+    """(results of the experiment, results of the negative control), by the key's `control_arm`."""
+    control = [r for r in results if "control_arm" in r.get("key", {})]
+    return [r for r in results if "control_arm" not in r.get("key", {})], control
 
 
 def run_dir(trial: Trial) -> Path:

@@ -152,7 +152,10 @@ def notebook_params(notebook: str, namespace: Mapping, profile: str | None = Non
 
 
 def is_smoke(params: Mapping) -> bool:
-    return params.get("profile") == "smoke"
+    """Whether these values make a pipeline check (decided from what runs, not from the profile name)."""
+    from prs.experiments.labels import run_label
+
+    return run_label(params).is_pipeline_check
 
 
 def training_plan(profile: str, notebooks: Sequence[str] = NOTEBOOKS) -> list[dict]:

@@ -9,7 +9,9 @@ from prs.schedule import ScheduleSpec
 
 
 def results_table(results: Iterable[Mapping]) -> list[dict]:
-    """One flat row per run: label, model, family, ratio, seed, schedule, top1, top5, sizes, timings.
+    """One flat row per run: label, model, family, ratio, seed, schedule, top1, top5, sizes, timings,
+    parameters, and the measured mean attention distance (px) when the run's last history row has
+    `mean_attention_distance_px` (else None; the data-scale verdict orders models by it).
 
     Fields of the run's grid key (e.g. switch_epoch) are added; the label defaults to the model name.
     """
@@ -29,6 +31,10 @@ def results_table(results: Iterable[Mapping]) -> list[dict]:
             "epochs": cfg["train"]["epochs"],
             "wall_time_s": r["wall_time_s"],
             "img_per_s": r["throughput_img_s"],
+            "parameters": r["model"].get("parameters"),
+            "attention_distance_px": (r.get("history") or [{}])[-1].get("mean_attention_distance_px"),
+            "switchable_stages": cfg["model"].get("switchable_stages"),
+            "attention_layers": sorted({layer for event in r.get("switch_events", []) for layer in event["layers"]}),
             "run_dir": r["run_dir"],
             "commit": r["commit"],
         }
