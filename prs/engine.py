@@ -350,6 +350,9 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
     and top-1 with every switched layer put back to its convolution, from `evaluate`) and
     "mechanism" (per switched layer: gates, content fraction, attention distances on the first 64
     test images, and how far q/k moved since the layer switched; `diagnostics.mechanism_record`).
+    Every row holds "mean_attention_distance_px": how far the model's spatial-mixing layers reach on
+    those images, in input pixels (`diagnostics.mean_attention_distance_px`; the claims order models
+    by it).
     After each epoch's evaluation every hook(model, row) may add fields to the history row;
     then `on_epoch_end(state)` runs (the caller's checkpoint). `where` is named when the run diverges.
     """
@@ -375,7 +378,8 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
         metrics.update(evaluate(model, test_loader, parts.amp_dtype, parts.device))
         row = {"epoch": epoch + 1, **metrics, "lr": parts.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                "images_per_s": metrics["images"] / seconds,  # all ranks' images
-               "attention_layers": len(reparam.attention_layers(model))}
+               "attention_layers": len(reparam.attention_layers(model)),
+               "mean_attention_distance_px": diagnostics.mean_attention_distance_px(model, probe())}
         if row["attention_layers"]:
             row["mechanism"] = diagnostics.mechanism_record(model, probe(), state.qk_at_switch)
         for hook in hooks:

@@ -242,14 +242,10 @@ class ReparamConv2d(nn.Module):
     def positional_attention(self, height: int, width: int) -> torch.Tensor:
         """P as a dense (heads, N, N) matrix over in-image keys (for analysis; forward never builds it).
         "linear": one-hot on each head's tap (rows whose tap lies outside the image are zero)."""
-        heads = self.num_heads
         if self.form == "linear":
-            eye_y = _shift_matrices(self.offsets[:, 0], height)  # (heads, H, H)
-            eye_x = _shift_matrices(self.offsets[:, 1], width)
-            ay, ax = eye_y.to(self.weight.dtype), eye_x.to(self.weight.dtype)
-        else:
-            ay, ax = self.positional_factors(height, width)
-        return torch.einsum("hab,hcd->hacbd", ay, ax).reshape(heads, height * width, height * width)
+            return tap_attention(self.kernel_size, height, width, self.offsets.device).to(self.weight.dtype)
+        ay, ax = self.positional_factors(height, width)
+        return torch.einsum("hab,hcd->hacbd", ay, ax).reshape(self.num_heads, height * width, height * width)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -318,6 +314,14 @@ def _tap_offsets(kernel_size: int) -> torch.Tensor:
     grid = torch.arange(-r, r + 1, dtype=torch.float32)
     dy, dx = torch.meshgrid(grid, grid, indexing="ij")
     return torch.stack([dy.flatten(), dx.flatten()], dim=1)
+
+
+def tap_attention(kernel_size: int, height: int, width: int, device=None) -> torch.Tensor:
+    """A KxK convolution's taps as attention maps (K^2, N, N): head h is one-hot on the pixel at its
+    offset, and zero where that pixel lies outside the image (zero padding)."""
+    offsets = _tap_offsets(kernel_size).to(device)
+    ay, ax = _shift_matrices(offsets[:, 0], height), _shift_matrices(offsets[:, 1], width)
+    return torch.einsum("hab,hcd->hacbd", ay, ax).reshape(len(offsets), height * width, height * width)
 
 
 def _shift_matrices(offsets: torch.Tensor, size: int) -> torch.Tensor:
@@ -437,11 +441,13 @@ def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = Non
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, ReparamConv2d):
-            rows.append(_layer_row(name, m, captured.get(name), image_size))
+            rows.append(layer_row(name, m, captured.get(name), image_size))
     return rows
 
 
-def _layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size) -> dict:
+def layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size=None) -> dict:
+    """`layer_diagnostics`' row of one layer; `x`, if given, is the layer's input (content attention is
+    measured on it), else only positional terms are, on an `image_size` (default 8x8) map."""
     row = {"name": name, "is_attention": m.is_attention, "form": m.form if m.is_attention else None,
            "gate": None, "gate_per_head": None, "content_fraction": None, "content_weight_abs": None,
            "positional_fraction": None,
@@ -459,7 +465,7 @@ def _layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size) 
         row["content_locality"] = (-m.content_pos_weight[:, 2].float()).mean().item()
     h, w = x.shape[-2:] if x is not None else (image_size or (8, 8))
     device = m.weight.device
-    dist = _pixel_distances(h, w, device)
+    dist = pixel_distances(h, w, device)
     pos_dist = (m.positional_attention(h, w).float() * dist).sum(-1).mean(-1)  # (heads,)
     row["positional_distance"] = pos_dist.mean().item()
     row["attention_distance"] = row["positional_distance"]
@@ -470,7 +476,8 @@ def _layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size) 
     return row
 
 
-def _pixel_distances(h: int, w: int, device) -> torch.Tensor:
+def pixel_distances(h: int, w: int, device=None) -> torch.Tensor:
+    """(N, N) Euclidean distances between the pixels of an h x w map (row-major)."""
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pos = torch.stack([yy.flatten(), xx.flatten()], dim=1).float().to(device)
     return torch.cdist(pos, pos)

@@ -12,13 +12,15 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prs import config, diagnostics, engine, reparam, train
+from prs import config, diagnostics, engine, models, reparam, train
 from prs.config import TrainConfig
 from prs.reparam import ReparamConv2d
+from test_reparam import randomize_batchnorm
 
 
 def test_collapse_gap_of_identical_and_of_different_logits():
@@ -45,6 +47,7 @@ def test_a_run_records_the_mechanism_from_the_switch_on(tiny_config, tmp_path):
     results = train.train(cfg, progress=False, verbose=False)
     before, after = results["history"]
     assert "collapse" not in before and "mechanism" not in before  # nothing switched in epoch 1
+    assert before["mean_attention_distance_px"] > 0 and after["mean_attention_distance_px"] > 0
     assert set(after["collapse"]) >= {"loss_gap", "top1_gap", "logit_change", "agreement"}
     assert after["collapse"]["top1"] == after["test_top1"]
     layers = after["mechanism"]
@@ -55,6 +58,31 @@ def test_a_run_records_the_mechanism_from_the_switch_on(tiny_config, tmp_path):
         assert row["content_distance"] is not None and row["attention_distance"] is not None
     checkpoint = torch.load(Path(results["run_dir"]) / "checkpoint.pt", weights_only=True)
     assert set(checkpoint["qk_at_switch"]) == set(results["model"]["switchable_layers"])
+
+
+def test_attention_distance_orders_the_models_and_is_unchanged_by_the_switch():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+
+    def reach(name):
+        return diagnostics.mean_attention_distance_px(models.use_fused_attention(models.create(name)), x)
+
+    # At initialisation: convolutions reach ~1 pixel per layer (more in deep, downsampled stages),
+    # ConViT's local init less far than the ViT's near-uniform attention over 8x8 tokens of 4 px.
+    assert reach("resnet_tiny") < reach("convit_smoke") < reach("vit_smoke")
+    model = randomize_batchnorm(models.create("hybrid_tiny", switchable_stages=[3, 4]))
+    conv = diagnostics.mean_attention_distance_px(model, x)
+    assert conv == reach("resnet_tiny")  # the never-switched hybrid is the ResNet
+    reparam.switch_to_attention(model, reparam.switchable_layers(model))
+    assert diagnostics.mean_attention_distance_px(model, x) == pytest.approx(conv, rel=1e-6)
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, ReparamConv2d):
+                layer.gate.fill_(0.0)  # all content attention: it reaches beyond the taps
+    assert diagnostics.mean_attention_distance_px(model, x) > conv + 0.5
+    # One 3x3 convolution on a large map: its taps, about 1.07 px (a little less: the border).
+    alone = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1))
+    assert 1.0 < diagnostics.mean_attention_distance_px(alone, torch.randn(1, 3, 64, 64)) < 1.0725
 
 
 def _switched_layer(**settings):
