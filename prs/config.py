@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 import yaml
 
-from prs import data, models
+from prs import data, models, reparam
 from prs.errors import UserError
 from prs.schedule import ScheduleSpec
 
@@ -93,13 +93,24 @@ class TrainConfig:
 
 @dataclass
 class SwitchConfig:
-    # Gate logit lambda at the switch: g = sigmoid(lambda) weights positional attention.
+    # How a switched layer mixes its convolution's taps with content attention (prs/reparam.py):
+    # "linear" (a plain gate, 1 at the switch: the layer is its convolution bit for bit) or
+    # "sigmoid" (ConViT's gate, kept for comparison: exact only as gate_logit and locality grow).
+    form: str = "linear"
+    # "sigmoid" only: gate logit lambda and locality alpha of the positional attention at the switch.
     gate_logit: float = 10.0
-    # Locality strength alpha at the switch: positional logits are -alpha * |delta - offset|^2.
     locality: float = 12.0
-    # LR multiplier for the gate and positional weights: near-saturated sigmoids move slowly,
-    # so this sets how fast a switched layer can leave its convolution (AdamW steps ~ lr).
+    # A relative-position bias in the content logits at the switch, a soft bump of this strength on
+    # each head's tap (ConViT's default is 1; 0 = a learned bias starting flat); null = no bias.
+    content_locality: float | None = None
+    # "zero": the query projection starts at zero, so content attention starts as softmax(bias).
+    query_init: str = "random"
+    # "linear" only: keep each gate in [0, 1] (projected after every step), so that every head is a
+    # convex mix of its tap and its content attention.
+    bounded_gate: bool = True
+    # LR multipliers: gates and positional/bias weights; the q/k projections of switchable layers.
     gate_lr_scale: float = 10.0
+    qk_lr_scale: float = 1.0
 
 
 @dataclass
@@ -123,6 +134,8 @@ CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.lr_schedule": ("cosine", "step"),
     "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "switch.form": reparam.FORMS,
+    "switch.query_init": reparam.QUERY_INITS,
 }
 # Fields that say where things live or how fast they load, not what is computed.
 NOT_HASHED = ("run.root", "data.root", "data.download", "data.num_workers")
@@ -187,9 +200,12 @@ RANGES = {
     "train.grad_clip": Range(0, None, "gradient-norm clip; null = off", low_open=True),
     "train.seed": Range(0, MAX_SEED, "training seed"),
     "train.restart_warmup_epochs": Range(0, None, "warm-up at each switch when lr_restart_at_switch, epochs"),
-    "switch.gate_logit": Range(None, None, "gate logit at the switch"),
-    "switch.locality": Range(0, None, "locality strength at the switch", low_open=True),
+    "switch.gate_logit": Range(None, None, "sigmoid form: gate logit at the switch"),
+    "switch.locality": Range(0, None, "sigmoid form: locality strength at the switch", low_open=True),
+    "switch.content_locality": Range(0, None, "relative-position bump in the content logits at the switch; "
+                                              "null = no bias"),
     "switch.gate_lr_scale": Range(0, None, "LR multiplier of gates and positional weights", low_open=True),
+    "switch.qk_lr_scale": Range(0, None, "LR multiplier of the switchable layers' q/k", low_open=True),
 }
 # Numeric fields checked elsewhere, with where.
 RANGES_ELSEWHERE = {"model.switchable_stages": "the model registry: each in 1, 2, 3, 4",

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prs import data, reparam
+from prs import data, diagnostics, reparam
 from prs.config import TrainConfig
 from prs.distributed import sum_across_ranks
 from prs.env import autocast, synchronize
@@ -36,19 +36,23 @@ class TrainingDiverged(RuntimeError):
 # ----------------------------------------------------------------------------- optimizer and LR schedule
 
 
-def param_groups(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0) -> list[dict]:
-    """Decayed weights; biases, norms and embeddings without decay; and the gates and positional
-    weights of switchable layers, without decay and with their LR multiplied by `gate_lr_scale`
-    (timm's schedulers honour `lr_scale`). Attention parameters are in from the start: while a
-    layer is a convolution they get no gradient, hence no update and no decay."""
+def param_groups(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0, qk_lr_scale: float = 1.0) -> list[dict]:
+    """Decayed weights; biases, norms and embeddings without decay; the gates and positional/bias
+    weights of switchable layers, without decay and with their LR multiplied by `gate_lr_scale`;
+    and (when `qk_lr_scale` != 1) the q/k projections of switchable layers, decayed, with their LR
+    multiplied by `qk_lr_scale` (timm's schedulers honour `lr_scale`). Attention parameters are in
+    from the start: while a layer is a convolution they get no gradient, hence no update and no decay."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay, gates = [], [], []
+    switchable = set(reparam.switchable_layers(model))
+    decay, no_decay, gates, qk = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.endswith(("gate_logit", "pos_weight")) and isinstance(
-                model.get_submodule(name.rsplit(".", 1)[0]), reparam.ReparamConv2d):
+        owner, _, leaf = name.rpartition(".")
+        if owner in switchable and leaf in ("gate", "pos_weight", "content_pos_weight"):
             gates.append(p)
+        elif qk_lr_scale != 1.0 and owner.endswith(".qk") and owner[:-3] in switchable:
+            qk.append(p)
         elif p.ndim <= 1 or name in skip:
             no_decay.append(p)
         else:
@@ -56,12 +60,16 @@ def param_groups(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0) -
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if gates:
         groups.append({"params": gates, "weight_decay": 0.0, "lr_scale": gate_lr_scale})
+    if qk:
+        groups.append({"params": qk, "weight_decay": t.weight_decay, "lr_scale": qk_lr_scale})
     return groups
 
 
-def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW or SGD over `param_groups`, fused on CUDA."""
-    groups = param_groups(model, t, gate_lr_scale)
+def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0,
+                    qk_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW or SGD over `param_groups`, fused on CUDA. With switchable layers, a step hook
+    projects bounded gates back into [0, 1] after every step (`reparam.project_`)."""
+    groups = param_groups(model, t, gate_lr_scale, qk_lr_scale)
     fused = next(model.parameters()).is_cuda or None
     if t.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=t.lr, fused=fused)
@@ -70,6 +78,8 @@ def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0
     for group in opt.param_groups:
         group["initial_lr"] = t.lr  # what timm's schedulers scale (times lr_scale) from
         group["lr"] = t.lr * group.get("lr_scale", 1.0)
+    if reparam.switchable_layers(model):
+        opt.register_step_post_hook(lambda *_: reparam.project_(model))
     return opt
 
 
@@ -221,9 +231,12 @@ def train_epoch(model, loader, optimizer, lr_scheduler, scaler, criterion, mixup
 
 
 def evaluate(model: nn.Module, loader, amp_dtype, device) -> dict:
+    """Test top-1 and top-5; once layers have switched, also the collapse gap ("collapse": the same
+    test set with every switched layer put back to its convolution, `diagnostics.CollapseGap`)."""
     model.eval()
     correct1 = torch.zeros((), device=device)
     correct5 = torch.zeros((), device=device)
+    collapse = diagnostics.CollapseGap(device) if reparam.attention_layers(model) else None
     total = 0
     with torch.no_grad(), autocast(device, amp_dtype):
         for x, y in loader:
@@ -233,9 +246,15 @@ def evaluate(model: nn.Module, loader, amp_dtype, device) -> dict:
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
             total += y.numel()
+            if collapse is not None:
+                with reparam.as_convolutions(model):
+                    collapse.update(logits, model(x), y)
     # Ranks hold disjoint shards of the test set: sum the counts, never average accuracies.
     correct1, correct5, total = sum_across_ranks(correct1, correct5, torch.tensor(total, device=device))
-    return {"test_top1": 100.0 * correct1.item() / total.item(), "test_top5": 100.0 * correct5.item() / total.item()}
+    out = {"test_top1": 100.0 * correct1.item() / total.item(), "test_top5": 100.0 * correct5.item() / total.item()}
+    if collapse is not None:
+        out["collapse"] = collapse.result()
+    return out
 
 
 def check_finite(loss: float, model: nn.Module, epoch: int, where) -> None:
@@ -286,8 +305,7 @@ class Switches:
     """When each switchable layer becomes attention ({layer: epoch or None}, in depth order), and how."""
 
     epochs: dict[str, int | None]
-    gate_logit: float
-    locality: float
+    settings: dict = field(default_factory=dict)  # reparam.switch_to_attention's keyword arguments
 
     def due(self, model: nn.Module, epoch: int) -> list[str]:
         done = set(reparam.attention_layers(model))
@@ -308,14 +326,16 @@ class FitState:
     history: list = field(default_factory=list)
     switch_events: list = field(default_factory=list)
     wall_time_s: float = 0.0
+    qk_at_switch: dict = field(default_factory=dict)  # {layer: its q/k weights when it switched}
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> FitState:
-        return cls(state["epoch"], state["step"], state["history"], state["switch_events"], state["wall_time_s"])
+        return cls(state["epoch"], state["step"], state["history"], state["switch_events"], state["wall_time_s"],
+                   state.get("qk_at_switch", {}))  # checkpoints from before the diagnostics lack it
 
     def checkpoint(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "history": self.history, "switch_events": self.switch_events,
-                "wall_time_s": self.wall_time_s}
+                "wall_time_s": self.wall_time_s, "qk_at_switch": self.qk_at_switch}
 
 
 EpochHook = Callable[[nn.Module, dict], None]  # (model, history row): may add fields to the row
@@ -326,14 +346,23 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
         on_epoch_end: Callable[[FitState], None] | None = None, where: object = "the run directory") -> FitState:
     """Train from epoch `state.epoch` to `t.epochs`; `state` is updated and returned.
 
+    Once a layer has switched, each row also holds the mechanism diagnostics: "collapse" (test loss
+    and top-1 with every switched layer put back to its convolution, from `evaluate`) and
+    "mechanism" (per switched layer: gates, content fraction, attention distances on the first 64
+    test images, and how far q/k moved since the layer switched; `diagnostics.mechanism_record`).
+    Every row holds "mean_attention_distance_px": how far the model's spatial-mixing layers reach on
+    those images, in input pixels (`diagnostics.mean_attention_distance_px`; the claims order models
+    by it).
     After each epoch's evaluation every hook(model, row) may add fields to the history row;
     then `on_epoch_end(state)` runs (the caller's checkpoint). `where` is named when the run diverges.
     """
     model = parts.model
+    probe = _first_images(test_loader, 64)
     for epoch in range(state.epoch, t.epochs):
         due = switches.due(model, epoch)
         if due:
-            reparam.switch_to_attention(model, due, gate_logit=switches.gate_logit, locality=switches.locality)
+            reparam.switch_to_attention(model, due, **switches.settings)
+            state.qk_at_switch.update(diagnostics.qk_snapshot(model, due))
             state.switch_events.append({"epoch": epoch, "layers": due})
             say(f"epoch {epoch}: switched {len(due)} layer(s) to attention: {', '.join(due)}")
         seed_epoch(t.seed, epoch, rank)
@@ -349,7 +378,10 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
         metrics.update(evaluate(model, test_loader, parts.amp_dtype, parts.device))
         row = {"epoch": epoch + 1, **metrics, "lr": parts.optimizer.param_groups[0]["lr"], "epoch_time_s": seconds,
                "images_per_s": metrics["images"] / seconds,  # all ranks' images
-               "attention_layers": len(reparam.attention_layers(model))}
+               "attention_layers": len(reparam.attention_layers(model)),
+               "mean_attention_distance_px": diagnostics.mean_attention_distance_px(model, probe())}
+        if row["attention_layers"]:
+            row["mechanism"] = diagnostics.mechanism_record(model, probe(), state.qk_at_switch)
         for hook in hooks:
             hook(model, row)
         state.history.append(row)
@@ -359,6 +391,21 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
         if on_epoch_end is not None:
             on_epoch_end(state)
     return state
+
+
+def _first_images(loader, n: int) -> Callable[[], torch.Tensor]:
+    """The first `n` test images (a fixed probe for the mechanism diagnostics), read on first use."""
+    images: list[torch.Tensor] = []
+
+    def probe() -> torch.Tensor:
+        if not images:
+            for x, _ in loader:
+                images.append(x)
+                if sum(len(i) for i in images) >= n:
+                    break
+        return torch.cat(images)[:n]
+
+    return probe
 
 
 def _report(row: dict, epochs: int, say: Callable, bar) -> None:

@@ -377,6 +377,38 @@ def plot_gate_diagnostics(diags: Sequence[Mapping], ax=None):
     return ax
 
 
+MECHANISM_PANELS = {
+    "top1_gap": "collapse gap (top-1 points)",
+    "gate": "mean gate g (1 = the convolution)",
+    "content_distance": "content attention distance (px)",
+    "qk_moved": "q/k change since the switch (relative)",
+}
+
+
+def plot_mechanism_over_epochs(series_by_label: Mapping[str, Mapping[str, Sequence]], axes=None):
+    """Four panels over epochs, one line per run: the collapse gap (what the model loses when its
+    switched layers are put back to their convolutions), the mean gate, how far content attention
+    looks, and how far q/k moved since the switch. `series_by_label`: {label: mechanism_series}.
+    Runs that never switched (no epochs) are left out. Returns the axes."""
+    if not series_by_label:
+        raise UserError("series_by_label is empty: pass {label: prs.diagnostics.mechanism_series(history)}")
+    if axes is None:
+        _, axes = panel_grid(len(MECHANISM_PANELS), ncols=2, panel=(4.2, 3.0))
+    for (key, title), ax in zip(MECHANISM_PANELS.items(), axes):
+        for i, (label, series) in enumerate(series_by_label.items()):
+            _require(series, ("epoch", key), f"series of {label!r}")
+            points = [(e, v) for e, v in zip(series["epoch"], series[key]) if v is not None]
+            xs, ys = zip(*points) if points else ((), ())
+            ax.plot(xs, ys, label=label, markevery=(i % 3, 3) if len(xs) > 12 else None)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if key == "top1_gap":
+            ax.axhline(0.0, color="0.4", linewidth=0.8, marker="")
+    handles = axes[0].get_legend_handles_labels()[0]
+    axes[0].figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
+    return axes
+
+
 # ---------------------------------------------------------------- provenance
 
 

@@ -96,6 +96,13 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     return models.use_fused_attention(model)
 
 
+def switch_settings(cfg: Config) -> dict:
+    """The keyword arguments of reparam.switch_to_attention from a config's `switch` section."""
+    sw = cfg.switch
+    return {"form": sw.form, "gate_logit": sw.gate_logit, "locality": sw.locality,
+            "content_locality": sw.content_locality, "query_init": sw.query_init, "bounded_gate": sw.bounded_gate}
+
+
 # ----------------------------------------------------------------------------- the steps of train
 
 
@@ -123,8 +130,8 @@ def _build(cfg: Config, device, amp_dtype, num_classes: int, world: int,
     if cfg.schedule.name != "never" and not layers:
         raise UserError(f"schedule '{cfg.schedule.name}': model '{cfg.model.name}' has no switchable layers; "
                         f"use a hybrid model ({', '.join(models.names('hybrid'))}) or schedule 'never'")
-    switches = engine.Switches(cfg.schedule.switch_epochs(layers), cfg.switch.gate_logit, cfg.switch.locality)
-    optimizer = engine.build_optimizer(model, t, cfg.switch.gate_lr_scale)
+    switches = engine.Switches(cfg.schedule.switch_epochs(layers), switch_settings(cfg))
+    optimizer = engine.build_optimizer(model, t, cfg.switch.gate_lr_scale, cfg.switch.qk_lr_scale)
     criterion, mixup = engine.build_criterion(cfg.data.augment, num_classes)
     parts = engine.Parts(model=model, net=model, optimizer=optimizer,
                          lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch,

@@ -1,8 +1,9 @@
-"""Datasets by name and where they live: "cifar100", "synthetic" and "imagefolder:<path>".
+"""Datasets by name and where they live: "cifar100", "synthetic", "synthetic-relation" and "imagefolder:<path>".
 
 * "cifar100": torchvision's CIFAR100 under the data root (downloaded only on request);
 * "synthetic": arrays written offline (`prs.data.synthetic`, `.npz` files that cannot run code),
   read through torchvision's CIFAR100 API (`prs.data.arrays.ArrayCIFAR100`);
+* "synthetic-relation": the switch's positive control, two classes (`prs.data.relation`), stored the same way;
 * "imagefolder:<path>": torchvision ImageFolder on <path>/train and <path>/val (e.g. ImageNet).
 
 Datasets come back without transforms; the loaders add them.
@@ -18,20 +19,21 @@ import torch
 from torchvision.datasets import CIFAR100, ImageFolder
 
 from prs.data.arrays import ARRAY_FOLDER, ArrayCIFAR100
+from prs.data.relation import write_relation_dataset
 from prs.data.synthetic import write_synthetic_cifar100
 from prs.errors import UserError
 
 CIFAR_FOLDER = CIFAR100.base_folder  # "cifar-100-python": real CIFAR-100 only
 # Datasets generated offline, by name: writer(root) puts `<root>/prs-npz` there with default settings;
 # `data.dataset: NAME` reads `<data root>/NAME/prs-npz` (written on first use).
-GENERATED = {"synthetic": write_synthetic_cifar100}
+GENERATED = {"synthetic": write_synthetic_cifar100, "synthetic-relation": write_relation_dataset}
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 # Image folders (ImageNet and the like) are normalised with ImageNet's statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DATASET_FORMS = "'cifar100', 'synthetic' or 'imagefolder:<path>'"
+DATASET_FORMS = "'cifar100', 'synthetic', 'synthetic-relation' or 'imagefolder:<path>'"
 
 
 def check_dataset_name(dataset, setting: str = "data.dataset") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from prs import diagnostics
 from prs.experiments.grids import switch_label
 from prs.experiments.spectra import fourier_summary_rows, high_freq_summary
 from prs.experiments.tables import format_mean_std, results_table, summarize
@@ -113,3 +114,20 @@ def control_verdict(control_results: Sequence[Mapping]) -> Verdict | None:
         return None
     values = {s["label"]: s["values"] for s in summarize(results_table(control_results), by=("label",))}
     return negative_control_verdict(values["control A"], values["control B"], names=("control B", "control A"))
+
+
+MECHANISM_COLUMNS = {"label": "run", "epoch": "epoch", "top1_gap": "collapse gap (top-1 points)",
+                     "logit_change": "logit change", "gate": "mean gate", "content_distance": "content distance (px)",
+                     "qk_moved": "q/k moved"}
+
+
+def mechanism_by_label(results: Sequence[Mapping], seed: int) -> dict[str, dict]:
+    """{label: diagnostics.mechanism_series(history)} for the runs of `seed` that switched layers."""
+    return {r["key"]["label"]: diagnostics.mechanism_series(r["history"]) for r in results
+            if r["key"]["seed"] == seed and any("mechanism" in row for row in r["history"])}
+
+
+def mechanism_rows(series_by_label: Mapping[str, Mapping]) -> list[dict]:
+    """A table row per run: its mechanism diagnostics after the last epoch."""
+    return [{"label": label, **{key: series[key][-1] for key in ("epoch", *diagnostics.MECHANISM_SERIES)}}
+            for label, series in series_by_label.items()]

@@ -1,0 +1,206 @@
+"""Is a switched layer attention? Measurements of the mechanism, as plain numbers.
+
+* `collapse_gap`: evaluate the model as it is and with every switched layer put back to the
+  convolution it came from (same weights, `reparam.as_convolutions`). If training after the switch
+  only kept the convolution, the two agree; the gap in loss and top-1, and how much the logits move,
+  say how much the trained model relies on what attention added.
+* `mechanism_record`: per switched layer, the gate (mean and per head), content fraction, localities,
+  attention distances on a fixed batch, and how far the q/k projections have moved since the switch.
+* `mechanism_series`: the per-epoch curves of a run's recorded diagnostics, for plots.
+
+The training engine records the first two in every history row from the first switch on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prs import reparam
+from prs.distributed import sum_across_ranks
+from prs.env import autocast
+from prs.errors import UserError
+
+
+class CollapseGap:
+    """Accumulates, batch by batch, the model's logits against its collapsed twin's (every switched
+    layer back to its convolution) and the labels; `result()` sums over the ranks of a distributed run."""
+
+    def __init__(self, device: torch.device):
+        # loss, loss_conv, top1, top1_conv, agree, |conv - logits|, |logits|, images
+        self.sums = torch.zeros(8, device=device, dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, conv: torch.Tensor, y: torch.Tensor) -> None:
+        logits, conv = logits.float(), conv.float()
+        pred, pred_conv = logits.argmax(-1), conv.argmax(-1)
+        self.sums += torch.stack([
+            F.cross_entropy(logits, y, reduction="sum"), F.cross_entropy(conv, y, reduction="sum"),
+            (pred == y).sum(), (pred_conv == y).sum(), (pred == pred_conv).sum(),
+            (conv - logits).abs().mean(-1).sum(), logits.abs().mean(-1).sum(), torch.tensor(y.numel())]).double()
+
+    def result(self) -> dict:
+        """{"loss", "top1", "loss_conv", "top1_conv", "loss_gap" (conv - model), "top1_gap" (model - conv),
+        "logit_change" (mean |logits_conv - logits| / mean |logits|), "agreement" (same top-1 prediction)}."""
+        loss, loss_conv, top1, top1_conv, agree, change, size, n = (v.item() for v in sum_across_ranks(*self.sums))
+        out = {"loss": loss / n, "top1": 100 * top1 / n, "loss_conv": loss_conv / n, "top1_conv": 100 * top1_conv / n,
+               "agreement": agree / n, "logit_change": change / max(size, 1e-30)}
+        out["loss_gap"] = out["loss_conv"] - out["loss"]
+        out["top1_gap"] = out["top1"] - out["top1_conv"]
+        return out
+
+
+@torch.no_grad()
+def collapse_gap(model: nn.Module, loader, device: torch.device, amp_dtype=None) -> dict:
+    """Test loss and top-1 of the model and of its collapsed twin (see `CollapseGap.result`)."""
+    model.eval()
+    gap = CollapseGap(device)
+    with autocast(device, amp_dtype):
+        for x, y in loader:
+            logits = model(x)
+            with reparam.as_convolutions(model):
+                gap.update(logits, model(x), y)
+    return gap.result()
+
+
+def qk_snapshot(model: nn.Module, names) -> dict[str, torch.Tensor]:
+    """Copies of the named switchable layers' q/k weights (taken at their switch)."""
+    layers = dict(model.named_modules())
+    return {name: layers[name].qk.weight.detach().float().cpu().clone() for name in names}
+
+
+@torch.no_grad()
+def mechanism_record(model: nn.Module, probe: torch.Tensor | None = None,
+                     qk_at_switch: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """`reparam.layer_diagnostics` rows of the switched layers, each with "qk_moved": the RMS change
+    of the q/k weights since the switch relative to their RMS at the switch (None without a snapshot)."""
+    rows = [r for r in reparam.layer_diagnostics(model, inputs=probe) if r["is_attention"]]
+    layers = dict(model.named_modules())
+    for row in rows:
+        ref = (qk_at_switch or {}).get(row["name"])
+        if ref is None:
+            row["qk_moved"] = None
+            continue
+        now = layers[row["name"]].qk.weight.detach().float().cpu()
+        row["qk_moved"] = ((now - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    return rows
+
+
+MECHANISM_SERIES = ("top1_gap", "logit_change", "gate", "content_distance", "qk_moved")
+
+
+def mechanism_series(history) -> dict[str, list]:
+    """Per-epoch series from a run's history rows, over the epochs after the first switch:
+    "epoch"; the collapse gap's "top1_gap" and "logit_change"; and, as means over the switched
+    layers, "gate", "content_distance" (pixels, on the probe images) and "qk_moved"."""
+    series = {key: [] for key in ("epoch", *MECHANISM_SERIES)}
+    for row in history:
+        if "mechanism" not in row:
+            continue
+        layers = row["mechanism"]
+        series["epoch"].append(row["epoch"])
+        series["top1_gap"].append(row["collapse"]["top1_gap"])
+        series["logit_change"].append(row["collapse"]["logit_change"])
+        for key in ("gate", "content_distance", "qk_moved"):
+            values = [layer[key] for layer in layers if layer.get(key) is not None]
+            series[key].append(sum(values) / len(values) if values else None)
+    return series
+
+
+# ----------------------------------------------------------------------------- convolution-likeness
+
+
+def _map_distance(attention: torch.Tensor, h: int, w: int) -> float:
+    """Mass-weighted mean distance, in the map's pixels, of (heads, N, N) attention on an h x w map."""
+    attention = attention.float()
+    return ((attention * reparam.pixel_distances(h, w, attention.device)).sum() / attention.sum()).item()
+
+
+def _reach(module: nn.Module, x: torch.Tensor) -> float:
+    """How far a convolution or a switchable layer reaches on its input x, in x's pixels: a convolution
+    reaches its taps (inside the image: zero padding adds nothing), a switched layer the gated mix of
+    its taps (or positional attention) and its content attention, averaged over the batch."""
+    h, w = x.shape[-2:]
+    if isinstance(module, reparam.ReparamConv2d) and module.is_attention:
+        gate = module.gate_values().float().view(-1, 1, 1)
+        mixed = gate * module.positional_attention(h, w).float() + (1 - gate) * module.content_attention(x).float().mean(0)
+        return _map_distance(mixed, h, w)
+    kernel = module.kernel_size if isinstance(module, reparam.ReparamConv2d) else module.kernel_size[0]
+    return _map_distance(reparam.tap_attention(kernel, h, w, x.device), h, w)
+
+
+def _token_distance(attention: torch.Tensor, prefix: int) -> float:
+    """Mean distance in tokens over a (B, heads, N, N) attention map, patch queries to patch keys
+    (`prefix` class tokens left out; each row renormalised over the patch keys)."""
+    patches = attention[..., prefix:, prefix:].float()
+    patches = patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)
+    side = math.isqrt(patches.shape[-1])
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], dim=1).float().to(patches.device)
+    return (patches * torch.cdist(pos, pos)).sum(-1).mean().item()
+
+
+def _vit_attention(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, N) of a timm ViT `Attention` or ConViT MHSA on its input tokens."""
+    b, n, _ = x.shape
+    q, k, _ = module.qkv(x).reshape(b, n, 3, module.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = getattr(module, "q_norm", nn.Identity())(q), getattr(module, "k_norm", nn.Identity())(k)
+    return (q @ k.transpose(-2, -1) * module.scale).softmax(-1)
+
+
+def _gpsa_attention(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, N) of a ConViT GPSA: its gated mix of content and positional attention."""
+    b, n, c = x.shape
+    q, k = module.qk(x).reshape(b, n, 2, module.num_heads, c // module.num_heads).permute(2, 0, 3, 1, 4)
+    content = (q @ k.transpose(-2, -1) * module.scale).softmax(-1)
+    rel = module.get_rel_indices(n)[0]
+    positional = module.pos_proj(rel).permute(2, 0, 1).softmax(-1)
+    gate = torch.sigmoid(module.gating_param).view(1, -1, 1, 1)
+    return (1 - gate) * content + gate * positional
+
+
+@torch.no_grad()
+def mean_attention_distance_px(model: nn.Module, images: torch.Tensor) -> float:
+    """How far, in input pixels, the model's spatial-mixing layers reach on `images`: the mean over
+    layers of each layer's mass-weighted mean distance from a query to what it mixes in, scaled by
+    the input pixels per pixel (or token) of that layer. A KxK convolution reaches its taps inside
+    the image (about 1.07 of its own pixels for 3x3 on a large map); attention reaches where its
+    attention mass lies (class tokens left out); a switched layer mixes both by its gate, so at
+    the switch it reaches exactly as far as its convolution did. Patchifying convolutions (kernel =
+    stride) and 1x1 convolutions do not mix space and are left out. Smaller = more convolution-like.
+    """
+    from timm.models.convit import GPSA, MHSA
+    from timm.models.vision_transformer import Attention
+
+    image_size = images.shape[-1]
+    distances: list[float] = []
+    hooks = []
+
+    def measure(module, inputs, _output):
+        x = inputs[0]
+        if isinstance(module, (reparam.ReparamConv2d, nn.Conv2d)):
+            distances.append(_reach(module, x) * image_size / x.shape[-1])
+        else:
+            attention = _gpsa_attention(module, x) if isinstance(module, GPSA) else _vit_attention(module, x)
+            prefix = x.shape[1] - math.isqrt(x.shape[1]) ** 2  # class tokens ahead of the square grid of patches
+            distances.append(_token_distance(attention, prefix) * image_size / math.isqrt(x.shape[1] - prefix))
+
+    for module in model.modules():
+        mixing_conv = (isinstance(module, nn.Conv2d) and module.kernel_size[0] > 1
+                       and module.kernel_size != module.stride)
+        if isinstance(module, (reparam.ReparamConv2d, Attention, GPSA, MHSA)) or mixing_conv:
+            hooks.append(module.register_forward_hook(measure))
+    was_training = model.training
+    try:
+        model.eval()
+        model(images)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    if not distances:
+        raise UserError(f"{type(model).__name__} has no spatial-mixing layer to measure")
+    return sum(distances) / len(distances)
