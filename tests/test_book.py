@@ -213,7 +213,7 @@ def smoke_book(tmp_path_factory):
     env = {**os.environ, "PRS_DATA": str(tmp / "data")}
     command = [sys.executable, "-m", "prs", "reproduce", "--profile", "smoke", "--output", str(tmp / "_build"),
                "--set", f"run_root={tmp / 'runs'}"]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
     log = done.stdout + done.stderr
     assert done.returncode == 0, f"prs reproduce failed (exit {done.returncode}):\n{log[-6000:]}"
     return SimpleNamespace(build=tmp / "_build", html=tmp / "_build" / "html", sources=sources, before=before,
