@@ -82,13 +82,21 @@ class TrainConfig:
 
 @dataclass
 class SwitchConfig:
-    # Gate logit lambda at the switch: g = sigmoid(lambda) weights positional attention.
+    # How a switched layer mixes its convolution's taps with content attention (prs/reparam.py):
+    # "linear" (gate g = a plain parameter, exact at the switch) or "sigmoid" (ConViT's gate,
+    # exact only as gate_logit and locality grow).
+    form: str = "linear"
+    # "sigmoid" only: gate logit lambda and locality alpha of the positional attention at the switch.
     gate_logit: float = 10.0
-    # Locality strength alpha at the switch: positional logits are -alpha * |delta - offset|^2.
     locality: float = 12.0
-    # LR multiplier for the gate and positional weights: near-saturated sigmoids move slowly,
-    # so this sets how fast a switched layer can leave its convolution (AdamW steps ~ lr).
+    # Relative-position bias in the content logits at the switch: a soft bump of this strength on
+    # each head's tap (ConViT's default is 1); null = no bias.
+    content_locality: float | None = 1.0
+    # "zero": the query projection starts at zero, so content attention starts as softmax(bias).
+    query_init: str = "zero"
+    # LR multipliers: gate and positional/bias weights; the q/k projections of switchable layers.
     gate_lr_scale: float = 10.0
+    qk_lr_scale: float = 1.0
 
 
 @dataclass
@@ -186,8 +194,12 @@ def _validate(cfg: Config) -> Config:
     for key, value in positive.items():
         if not value > 0:
             raise UserError(f"{key}: must be > 0, got {value}")
-    if not cfg.switch.locality > 0 or not cfg.switch.gate_lr_scale > 0:
-        raise UserError("switch.locality and switch.gate_lr_scale: must be > 0")
+    if not cfg.switch.gate_lr_scale > 0 or not cfg.switch.qk_lr_scale > 0:
+        raise UserError("switch.gate_lr_scale and switch.qk_lr_scale: must be > 0")
+    from prs import reparam
+
+    sw = cfg.switch
+    reparam.check_switch_settings(sw.form, sw.locality, sw.content_locality, sw.query_init)
     if not 0.0 < d.ratio <= 1.0:
         raise UserError(f"data.ratio: must be in (0, 1], got {d.ratio}")
     for key, value in {"train.weight_decay": t.weight_decay, "train.warmup_epochs": t.warmup_epochs,

@@ -1,34 +1,48 @@
-"""The convolution -> gated positional self-attention switch.
+"""The convolution -> self-attention switch.
 
-A `ReparamConv2d` is a KxK, stride-1 convolution that can be switched, in place, into
-gated positional self-attention (ConViT's GPSA) over the pixels of its input, computing
-the same function at the moment of the switch.
+A `ReparamConv2d` is a KxK, stride-1 convolution that can be switched, in place, into gated
+positional self-attention over the pixels of its input (ConViT's GPSA, d'Ascoli et al. 2021),
+computing the same function at the moment of the switch, and then learning as attention.
 
-The attention form (Cordonnier et al. 2020; d'Ascoli et al. 2021), with one head per
-kernel tap h and offset Delta_h:
+One head per kernel tap h, at offset Delta_h; head h's value map is the conv's kernel slice
+W[:, :, Delta_h] at full width, so the heads together hold exactly the conv's parameters
+(Cordonnier et al. 2020). Head h attends with
 
-    out_n = sum_h [ (1 - g_h) * softmax_m(q_n . k_m / sqrt(d)) + g_h * P_h[n, m] ] v_h[m]  + bias
-    v_h   = W[:, :, Delta_h] x_m                   (full-width values: the conv's own weight)
-    P_h   = softmax over keys of -alpha_h |delta_nm - Delta_h|^2  (ConViT's (dx, dy, dx^2+dy^2) encoding)
-    g_h   = sigmoid(lambda_h)
+    A_h = g_h P_h + (1 - g_h) S_h                                 (the gate g_h mixes the two)
+    S_h = softmax_m( q_n . k_m / sqrt(d) + b_h(delta_nm) )         (content attention)
+    b_h(delta) = u_h . (dx, dy, dx^2 + dy^2)                       (a learned relative-position bias,
+                                                                    ConViT's encoding; optional)
 
-Borders: the positional softmax runs over the image *plus a ring of zero-valued padding
-keys* as wide as the kernel radius. A head whose tap points outside the image lands on a
-padding key whose value is zero, exactly as zero padding does; without those keys the
-softmax would renormalise onto the nearest in-image pixel (replicate padding). The
-padding keys carry zero values, so they never need to be materialised: their columns of
-P are simply dropped after the softmax.
+and the layer returns sum_h A_h X W_h + bias. `form` chooses P and g:
 
-Cost: the logit is a sum of an x part and a y part, and the padded key grid is a rectangle,
-so P_h = A_y,h (x) A_x,h exactly (a Kronecker product of an HxH and a WxW softmax). The
-forward applies the two factors in turn: N (H + W) instead of N^2 multiply-adds per head
-and channel (8x fewer at 16x16). The content term runs in scaled_dot_product_attention.
+* "linear" (the default): P_h is the tap itself - one-hot on the pixel at offset Delta_h, and
+  zero where that pixel lies outside the image, which is exactly the conv's zero padding - and
+  g_h is a plain parameter, 1 at the switch. So at the switch the layer *is* the convolution,
+  bit for bit, whatever q, k and u are, and the gradient with respect to g_h is the full-size
+  inner product of the output gradient with the difference between what the content head and the
+  tap deliver: the layer leaves its convolution as fast as the loss asks, not as fast as a
+  saturated sigmoid lets it. q and k receive gradient in proportion to 1 - g_h, i.e. once the loss
+  has started to move the gate. sum_h g_h P_h X W_h is a convolution with the per-tap weights
+  g_h W_h, so this term costs what the convolution cost. g is not confined to [0, 1]: any map
+  onto [0, 1] that reaches 1 at a finite point has zero slope there, which is the trap this form
+  avoids; the diagnostics report where g goes.
+* "sigmoid" (ConViT's gate; the form used before, kept for comparison): P_h is a positional
+  softmax of -alpha |delta - Delta_h|^2 and g_h = sigmoid(lambda_h). Exact only as alpha and lambda
+  go to infinity, where the gradients into the gate, alpha and the content path vanish
+  (sigmoid'(10) = 4.5e-5): how fast such a layer leaves its convolution is then set by the gate's
+  learning rate times the number of steps. `switch_deviation_bound` says what a finite setting
+  costs. Its borders: the positional softmax runs over the image plus a ring of zero-valued padding
+  keys as wide as the kernel radius, so that a head whose tap points outside the image lands on a
+  zero value, as zero padding does (without those keys the softmax would renormalise onto the
+  nearest in-image pixel: replicate padding). The logit is a sum of an x part and a y part and the
+  padded key grid is a rectangle, so P_h = A_y,h (x) A_x,h exactly, applied as two factors:
+  N (H + W) instead of N^2 multiply-adds per head and channel.
 
-Sharpness vs trainability: the switch is exact only as alpha -> inf and g -> 1, where the
-gradients into alpha, lambda and q/k vanish. `gate_logit` and `locality` choose the point
-on that trade-off; `switch_deviation_bound` says what it costs in function. With Adam the
-step size does not depend on the gradient's scale, so small but non-zero gradients still
-move the gate and content attention (tests check that they do).
+`content_locality` alpha_c sets u_h at the switch to alpha_c (2 Dx_h, 2 Dy_h, -1): a soft bump on
+the head's own tap (alpha_c = 1 is ConViT's default); None leaves out the bias (plain q.k
+attention). `query_init="zero"` zeroes the query projection at the switch, so that content
+attention starts as softmax(b_h) - the same map whatever the input - rather than as a random one.
+The content term runs in scaled_dot_product_attention, the bias as its additive mask.
 
 Stride-2 convolutions have no attention form here: the model builders keep them as
 convolutions (see prs.models).
@@ -36,6 +50,7 @@ convolutions (see prs.models).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -44,14 +59,17 @@ from torch import nn
 
 from prs.errors import UserError
 
+FORMS = ("linear", "sigmoid")
+QUERY_INITS = ("zero", "random")
+
 
 class ReparamConv2d(nn.Module):
     """A stride-1 KxK convolution that can become gated positional self-attention.
 
-    The conv weight is kept as the attention's value weight, so its optimizer state
-    carries over. The attention-only parameters (q/k projections, gate, positional
-    weights) exist from construction, so they are in the optimizer from the start; they
-    receive no gradient (and no AdamW decay) while the layer is a convolution.
+    The conv weight is kept as the attention's value weight, so its optimizer state carries over.
+    The attention-only parameters (q/k projection, gate, positional and bias weights) exist from
+    construction, so they are in the optimizer from the start; they receive no gradient (and no
+    AdamW decay) while the layer is a convolution. The mode and the form travel in the state dict.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False,
@@ -68,45 +86,88 @@ class ReparamConv2d(nn.Module):
         # Attention-only parameters.
         self.qk = nn.Linear(in_channels, 2 * self.num_heads * qk_dim, bias=False)
         nn.init.trunc_normal_(self.qk.weight, std=0.02)
-        self.gate_logit = nn.Parameter(torch.zeros(self.num_heads))
-        self.pos_weight = nn.Parameter(torch.zeros(self.num_heads, 3))
+        self.gate = nn.Parameter(torch.zeros(self.num_heads))  # g ("linear") or its logit lambda ("sigmoid")
+        self.pos_weight = nn.Parameter(torch.zeros(self.num_heads, 3))  # "sigmoid": P's weights
+        self.content_pos_weight = nn.Parameter(torch.zeros(self.num_heads, 3))  # u: bias in the content logits
         self.register_buffer("offsets", _tap_offsets(kernel_size), persistent=False)
-        # The mode travels in the state dict (so a checkpoint restores it) and is mirrored in a
-        # Python bool so that forward() never reads a device tensor (no host-device sync).
+        # Mode and form travel in the state dict (a checkpoint restores them) and are mirrored in
+        # Python values so that forward() never reads a device tensor (no host-device sync).
         self.register_buffer("attention_mode", torch.zeros((), dtype=torch.bool))
-        self._is_attention = False
+        self.register_buffer("linear_gate", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("content_bias", torch.zeros((), dtype=torch.bool))
+        self._sync_mode()
+        self._relative = {}  # (h, w, device, dtype) -> (N, N, 3) relative positions, a cache
 
     # ------------------------------------------------------------------ state
+
+    def _sync_mode(self) -> None:
+        self._is_attention = bool(self.attention_mode)
+        self._form = "linear" if bool(self.linear_gate) else "sigmoid"
+        self._has_bias = bool(self.content_bias)
 
     @property
     def is_attention(self) -> bool:
         return self._is_attention
 
+    @property
+    def form(self) -> str:
+        return self._form
+
+    @property
+    def has_content_bias(self) -> bool:
+        return self._has_bias
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the linear form: the gate was "gate_logit" and always a sigmoid,
+        # and there was no content bias.
+        if prefix + "gate_logit" in state_dict and prefix + "gate" not in state_dict:
+            state_dict[prefix + "gate"] = state_dict.pop(prefix + "gate_logit")
+        for name, default in (("linear_gate", torch.zeros((), dtype=torch.bool)),
+                              ("content_bias", torch.zeros((), dtype=torch.bool)),
+                              ("content_pos_weight", torch.zeros(self.num_heads, 3))):
+            state_dict.setdefault(prefix + name, default)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._is_attention = bool(self.attention_mode)
+        self._sync_mode()
 
     @property
     def padding(self) -> int:
         return self.kernel_size // 2
 
     def extra_repr(self) -> str:
-        mode = "attention" if self.is_attention else "conv"
+        mode = f"attention ({self.form})" if self.is_attention else "conv"
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, mode={mode}"
 
     @torch.no_grad()
-    def switch_to_attention(self, gate_logit: float = 10.0, locality: float = 12.0) -> None:
-        """Become attention: gate sigmoid(gate_logit) on positional attention of strength `locality`."""
+    def switch_to_attention(self, form: str = "linear", gate_logit: float = 10.0, locality: float = 12.0,
+                            content_locality: float | None = 1.0, query_init: str = "zero") -> None:
+        """Become attention, computing the same function (exactly for "linear"; see the module docstring).
+
+        gate_logit and locality are the "sigmoid" form's lambda and alpha; content_locality (alpha_c,
+        None = no bias) and query_init set up the content attention of either form.
+        """
         if self.is_attention:
             raise RuntimeError("layer is already attention")
-        if locality <= 0:
-            raise UserError(f"switch.locality: must be > 0, got {locality}")
-        self.gate_logit.fill_(gate_logit)
+        check_switch_settings(form, locality, content_locality, query_init)
         dy, dx = self.offsets[:, 0], self.offsets[:, 1]
-        # w_h . (dx, dy, dx^2 + dy^2) = -alpha |delta - Delta_h|^2 + const (ConViT's local init).
-        self.pos_weight.copy_(locality * torch.stack([2 * dx, 2 * dy, -torch.ones_like(dx)], dim=1))
+        # w . (dx, dy, dx^2 + dy^2) = -alpha |delta - Delta_h|^2 + const (ConViT's local init).
+        local = torch.stack([2 * dx, 2 * dy, -torch.ones_like(dx)], dim=1)
+        if form == "linear":
+            self.gate.fill_(1.0)
+        else:
+            self.gate.fill_(gate_logit)
+            self.pos_weight.copy_(locality * local)
+        self.content_pos_weight.copy_((content_locality or 0.0) * local)
+        if query_init == "zero":
+            self.qk.weight[: self.num_heads * self.qk_dim].zero_()
+        self.linear_gate.fill_(form == "linear")
+        self.content_bias.fill_(content_locality is not None)
         self.attention_mode.fill_(True)
-        self._is_attention = True
+        self._sync_mode()
+
+    def revert_to_convolution(self) -> None:
+        """Compute the convolution again (the value weights are the conv's; nothing else is kept)."""
+        self.attention_mode.fill_(False)
+        self._sync_mode()
 
     # ------------------------------------------------------------------ forward
 
@@ -115,8 +176,42 @@ class ReparamConv2d(nn.Module):
             return F.conv2d(x, self.weight, self.bias, padding=self.padding)
         return self._attention(x)
 
+    def gate_values(self) -> torch.Tensor:
+        """g_h, the weight of each head's positional attention (1 = the convolution's tap)."""
+        return self.gate if self.form == "linear" else torch.sigmoid(self.gate)
+
+    def relative_positions(self, height: int, width: int, device, dtype) -> torch.Tensor:
+        """(N, N, 3): (dx, dy, dx^2 + dy^2) from each query pixel to each key pixel."""
+        key = (height, width, device, dtype)
+        if key not in self._relative:
+            yy, xx = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device),
+                                    indexing="ij")
+            dx = (xx.flatten()[None, :] - xx.flatten()[:, None]).to(dtype)
+            dy = (yy.flatten()[None, :] - yy.flatten()[:, None]).to(dtype)
+            self._relative = {key: torch.stack([dx, dy, dx * dx + dy * dy], dim=-1)}
+        return self._relative[key]
+
+    def content_logit_bias(self, height: int, width: int) -> torch.Tensor:
+        """(heads, N, N): b_h, the relative-position bias added to the content logits."""
+        rel = self.relative_positions(height, width, self.content_pos_weight.device, self.content_pos_weight.dtype)
+        return torch.einsum("nmr,hr->hnm", rel, self.content_pos_weight)
+
+    def content_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, heads, N, N): S_h materialised (for analysis; forward uses the fused kernel)."""
+        b, _, h, w = x.shape
+        q, k = self._queries_keys(x.flatten(2).transpose(1, 2), h, w)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.qk_dim)
+        if self.has_content_bias:
+            logits = logits + self.content_logit_bias(h, w).to(logits.dtype)
+        return logits.softmax(-1)
+
+    def _queries_keys(self, tokens: torch.Tensor, h: int, w: int):
+        b, n, _ = tokens.shape
+        return self.qk(tokens).view(b, n, 2, self.num_heads, self.qk_dim).permute(2, 0, 3, 1, 4)
+
     def positional_factors(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """P_h factorised: (A_y, A_x) of shapes (heads, H, H) and (heads, W, W), P_h = A_y,h (x) A_x,h.
+        """The "sigmoid" form's P_h factorised: (A_y, A_x) of shapes (heads, H, H) and (heads, W, W),
+        P_h = A_y,h (x) A_x,h.
 
         The logit w . (dx, dy, dx^2 + dy^2) is a sum of an x part and a y part, and the padded
         key grid is a rectangle, so the softmax over it is the product of a softmax over key
@@ -129,21 +224,34 @@ class ReparamConv2d(nn.Module):
         return ay, ax
 
     def positional_attention(self, height: int, width: int) -> torch.Tensor:
-        """P as a dense (heads, N, N) matrix over in-image keys (for analysis; forward uses the factors)."""
-        ay, ax = self.positional_factors(height, width)
+        """P as a dense (heads, N, N) matrix over in-image keys (for analysis; forward never builds it).
+        "linear": one-hot on each head's tap (rows whose tap lies outside the image are zero)."""
         heads = self.num_heads
+        if self.form == "linear":
+            eye_y = _shift_matrices(self.offsets[:, 0], height)  # (heads, H, H)
+            eye_x = _shift_matrices(self.offsets[:, 1], width)
+            ay, ax = eye_y.to(self.weight.dtype), eye_x.to(self.weight.dtype)
+        else:
+            ay, ax = self.positional_factors(height, width)
         return torch.einsum("hab,hcd->hacbd", ay, ax).reshape(heads, height * width, height * width)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         heads, n = self.num_heads, h * w
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C_in)
-        q, k = self.qk(tokens).view(b, n, 2, heads, self.qk_dim).permute(2, 0, 3, 1, 4)
+        q, k = self._queries_keys(tokens, h, w)
+        bias = self.content_logit_bias(h, w).to(q.dtype) if self.has_content_bias else None
         # Every head attends over the same input tokens; head h's value map (the kernel slice at
         # tap h) is linear, so it is applied after the heads are concatenated, as one matmul:
         # sum_h A_h X W_h = [A_1 X, ..., A_H X] [W_1; ...; W_H]  (im2col with soft patches).
-        content = F.scaled_dot_product_attention(q, k, tokens.unsqueeze(1).expand(b, heads, n, c))
-        gate = torch.sigmoid(self.gate_logit).view(heads, 1, 1)
+        content = F.scaled_dot_product_attention(q, k, tokens.unsqueeze(1).expand(b, heads, n, c), attn_mask=bias)
+        gate = self.gate_values()
+        if self.form == "linear":
+            mixed = content * (1 - gate).to(content.dtype).view(1, heads, 1, 1)
+            taps = self.weight * gate.view(1, 1, self.kernel_size, self.kernel_size).to(self.weight.dtype)
+            # The conv first: the sum takes its memory layout, so what follows sees the layout it saw before.
+            return F.conv2d(x, taps, None, padding=self.padding) + self._apply_values(mixed, h, w)
+        gate = gate.view(heads, 1, 1)
         ay, ax = self.positional_factors(h, w)
         # The positional term, shared by the batch, applied separably: N (H + W) instead of N^2
         # multiply-adds per head and channel. The gate is folded into the small row factor.
@@ -151,6 +259,11 @@ class ReparamConv2d(nn.Module):
         rows = (gate * ay).to(tokens.dtype).reshape(heads * h, h) @ image.reshape(b, h, w * c)
         positional = torch.einsum("hqk,bhykc->bhyqc", ax.to(tokens.dtype), rows.view(b, heads, h, w, c))
         mixed = torch.addcmul(positional.reshape(b, heads, n, c), content, (1 - gate).to(content.dtype))
+        return self._apply_values(mixed, h, w)
+
+    def _apply_values(self, mixed: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(B, heads, N, C_in) attended inputs -> (B, C_out, h, w) through each head's kernel slice (+ bias)."""
+        b, heads, n, c = mixed.shape
         # Patches laid out (C_in, tap) like the conv weight's (C_in, ky, kx): a view of it, no copy.
         patches = mixed.permute(0, 2, 3, 1).reshape(b, n, c * heads)
         out = F.linear(patches, self.weight.flatten(1), self.bias)  # (B, N, C_out)
@@ -171,12 +284,30 @@ class ReparamConv2d(nn.Module):
         return layer.to(conv.weight.device)
 
 
+def check_switch_settings(form: str, locality: float = 12.0, content_locality: float | None = 1.0,
+                          query_init: str = "zero") -> None:
+    if form not in FORMS:
+        raise UserError(f"switch.form: '{form}' is not one of {', '.join(FORMS)}")
+    if form == "sigmoid" and not locality > 0:
+        raise UserError(f"switch.locality: must be > 0, got {locality}")
+    if content_locality is not None and not content_locality >= 0:
+        raise UserError(f"switch.content_locality: must be >= 0 or null (no bias), got {content_locality}")
+    if query_init not in QUERY_INITS:
+        raise UserError(f"switch.query_init: '{query_init}' is not one of {', '.join(QUERY_INITS)}")
+
+
 def _tap_offsets(kernel_size: int) -> torch.Tensor:
     """(K*K, 2) offsets (dy, dx) in the conv weight's (ky, kx) order."""
     r = kernel_size // 2
     grid = torch.arange(-r, r + 1, dtype=torch.float32)
     dy, dx = torch.meshgrid(grid, grid, indexing="ij")
     return torch.stack([dy.flatten(), dx.flatten()], dim=1)
+
+
+def _shift_matrices(offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """(heads, size, size): per head, 1 at (query i, key i + offset) where that key is inside."""
+    i = torch.arange(size, device=offsets.device)
+    return (i[None, None, :] == i[None, :, None] + offsets.round().long()[:, None, None]).float()
 
 
 def _axis_attention(linear: torch.Tensor, quadratic: torch.Tensor, size: int, pad: int) -> torch.Tensor:
@@ -201,8 +332,11 @@ def attention_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, ReparamConv2d) and m.is_attention]
 
 
-def switch_to_attention(model: nn.Module, names, gate_logit: float = 10.0, locality: float = 12.0) -> list[str]:
-    """Switch the named layers into attention, in place; returns the names switched."""
+def switch_to_attention(model: nn.Module, names, **settings) -> list[str]:
+    """Switch the named layers into attention, in place; returns the names switched.
+
+    `settings` are ReparamConv2d.switch_to_attention's (form, gate_logit, locality, content_locality,
+    query_init)."""
     layers = dict(model.named_modules())
     names = list(names)
     for name in names:
@@ -210,17 +344,37 @@ def switch_to_attention(model: nn.Module, names, gate_logit: float = 10.0, local
         if not isinstance(layer, ReparamConv2d):
             raise UserError(f"'{name}' is not a switchable layer; switchable: {', '.join(switchable_layers(model)) or 'none'}")
     for name in names:
-        layers[name].switch_to_attention(gate_logit=gate_logit, locality=locality)
+        layers[name].switch_to_attention(**settings)
     return names
 
 
-def switch_deviation_bound(gate_logit: float, locality: float, kernel_size: int = 3) -> float:
+@contextlib.contextmanager
+def as_convolutions(model: nn.Module):
+    """Within the block, every switched layer computes the convolution it came from (same weights).
+
+    The "collapse" test: how much does the trained model depend on what attention added?"""
+    switched = [m for m in model.modules() if isinstance(m, ReparamConv2d) and m.is_attention]
+    try:
+        for m in switched:
+            m.revert_to_convolution()
+        yield switched
+    finally:
+        for m in switched:
+            m.attention_mode.fill_(True)
+            m._sync_mode()
+
+
+def switch_deviation_bound(form: str = "linear", gate_logit: float = 10.0, locality: float = 12.0,
+                           kernel_size: int = 3, **_ignored) -> float:
     """Upper bound on the attention mass that leaves the conv's tap right after a switch.
 
-    Per head, (1 - g) of the mass is content attention and, of the positional part, at most
-    sum over other keys of exp(-alpha |d|^2) relative to the target (infinite grid).
-    The output deviation of a layer is at most this fraction times max|value| summed over heads.
+    "linear": 0 (the tap is exact). "sigmoid": per head, (1 - g) of the mass is content attention
+    and, of the positional part, at most the sum over other keys of exp(-alpha |d|^2) relative to
+    the target (infinite grid). A layer's output deviates by at most this fraction times max|value|
+    summed over heads. Takes a switch config's fields (others are ignored).
     """
+    if form == "linear":
+        return 0.0
     g = 1.0 / (1.0 + math.exp(-gate_logit))
     r = 12  # |d|^2 terms beyond this radius are < exp(-144 alpha): negligible
     off = sum(math.exp(-locality * (i * i + j * j)) for i in range(-r, r + 1) for j in range(-r, r + 1)) - 1.0
@@ -228,14 +382,19 @@ def switch_deviation_bound(gate_logit: float, locality: float, kernel_size: int 
     return (1.0 - g) + g * positional_leak
 
 
+# ---------------------------------------------------------------------- diagnostics
+
+
 @torch.no_grad()
 def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = None,
                       inputs: torch.Tensor | None = None) -> list[dict]:
-    """Per switchable layer: mode, mean gate, mean locality strength, mean positional
-    attention distance (pixels), and the fraction of attention mass that is positional.
+    """Per switchable layer, plain numbers: mode and form; the gate g (mean and per head: the weight
+    of positional attention); the content fraction 1 - g; the locality alpha of the positional
+    attention ("sigmoid") and of the content bias; the mean distance in pixels between a query and
+    what it attends to, for positional, content and mixed attention.
 
-    `inputs`, if given, is a batch for the model: the content attention's distance is then
-    measured on it (hooks capture each layer's input); otherwise only positional terms are reported.
+    `inputs`, if given, is a batch for the model: content attention is then measured on it (hooks
+    capture each layer's input); otherwise only positional terms are reported.
     """
     captured: dict[str, torch.Tensor] = {}
     hooks = []
@@ -253,44 +412,39 @@ def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = Non
                 h.remove()
     rows = []
     for name, m in model.named_modules():
-        if not isinstance(m, ReparamConv2d):
-            continue
-        row = {"name": name, "is_attention": m.is_attention, "gate": None, "locality": None,
-               "positional_distance": None, "content_distance": None, "attention_distance": None,
-               "positional_fraction": None}
-        if m.is_attention:
-            gate = torch.sigmoid(m.gate_logit.float())
-            row["gate"] = gate.mean().item()
-            row["locality"] = (-m.pos_weight[:, 2].float()).mean().item()
-            row["positional_fraction"] = row["gate"]
-            if name in captured:
-                x = captured[name]
-                h, w = x.shape[-2:]
-            else:
-                h, w = image_size or (8, 8)
-            dist = _pixel_distances(h, w, x.device if name in captured else m.weight.device)
-            pos = m.positional_attention(h, w).float()
-            pos_dist = (pos * dist).sum(-1).mean(-1)  # (heads,)
-            row["positional_distance"] = pos_dist.mean().item()
-            if name in captured:
-                content = _content_attention(m, captured[name]).float()  # (B, heads, N, N)
-                con_dist = (content * dist).sum(-1).mean(dim=(0, 2))
-                row["content_distance"] = con_dist.mean().item()
-                row["attention_distance"] = (gate * pos_dist + (1 - gate) * con_dist).mean().item()
-            else:
-                row["attention_distance"] = row["positional_distance"]
-        rows.append(row)
+        if isinstance(m, ReparamConv2d):
+            rows.append(_layer_row(name, m, captured.get(name), image_size))
     return rows
+
+
+def _layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size) -> dict:
+    row = {"name": name, "is_attention": m.is_attention, "form": m.form if m.is_attention else None,
+           "gate": None, "gate_per_head": None, "content_fraction": None, "positional_fraction": None,
+           "locality": None, "content_locality": None, "positional_distance": None, "content_distance": None,
+           "attention_distance": None}
+    if not m.is_attention:
+        return row
+    gate = m.gate_values().float()
+    row.update(gate=gate.mean().item(), gate_per_head=[round(v, 6) for v in gate.tolist()],
+               content_fraction=(1 - gate).mean().item(), positional_fraction=gate.mean().item())
+    if m.form == "sigmoid":
+        row["locality"] = (-m.pos_weight[:, 2].float()).mean().item()
+    if m.has_content_bias:
+        row["content_locality"] = (-m.content_pos_weight[:, 2].float()).mean().item()
+    h, w = x.shape[-2:] if x is not None else (image_size or (8, 8))
+    device = m.weight.device
+    dist = _pixel_distances(h, w, device)
+    pos_dist = (m.positional_attention(h, w).float() * dist).sum(-1).mean(-1)  # (heads,)
+    row["positional_distance"] = pos_dist.mean().item()
+    row["attention_distance"] = row["positional_distance"]
+    if x is not None:
+        con_dist = (m.content_attention(x).float() * dist).sum(-1).mean(dim=(0, 2))  # (heads,)
+        row["content_distance"] = con_dist.mean().item()
+        row["attention_distance"] = (gate * pos_dist + (1 - gate) * con_dist).mean().item()
+    return row
 
 
 def _pixel_distances(h: int, w: int, device) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pos = torch.stack([yy.flatten(), xx.flatten()], dim=1).float().to(device)
     return torch.cdist(pos, pos)
-
-
-def _content_attention(m: ReparamConv2d, x: torch.Tensor) -> torch.Tensor:
-    b, c, h, w = x.shape
-    tokens = x.flatten(2).transpose(1, 2)
-    q, k = m.qk(tokens).view(b, h * w, 2, m.num_heads, m.qk_dim).permute(2, 0, 3, 1, 4)
-    return (q @ k.transpose(-1, -2) / math.sqrt(m.qk_dim)).softmax(-1)

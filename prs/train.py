@@ -85,6 +85,13 @@ def build_model(cfg: Config, num_classes: int) -> nn.Module:
     return models.use_fused_attention(model)
 
 
+def switch_settings(cfg: Config) -> dict:
+    """The keyword arguments of reparam.switch_to_attention from a config's `switch` section."""
+    sw = cfg.switch
+    return {"form": sw.form, "gate_logit": sw.gate_logit, "locality": sw.locality,
+            "content_locality": sw.content_locality, "query_init": sw.query_init}
+
+
 def compile_for_switches(net: nn.Module, switch_events: int, backend: str = "inductor") -> nn.Module:
     """torch.compile with room for one graph per layer configuration a schedule passes through.
 
@@ -105,20 +112,25 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW or SGD with three groups: decayed weights; biases, norms and embeddings without
-    decay; and the gates and positional weights of switchable layers, without decay and
-    with their LR multiplied by `gate_lr_scale` (timm's schedulers honour `lr_scale`).
-    Attention parameters are in from the start: while a layer is a convolution they get no
-    gradient, hence no update and no decay."""
+def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0,
+                    qk_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW or SGD with up to four groups: decayed weights; biases, norms and embeddings without
+    decay; the gates and positional/bias weights of switchable layers, without decay and with
+    their LR multiplied by `gate_lr_scale`; and (when `qk_lr_scale` != 1) the q/k projections of
+    switchable layers, decayed, with their LR multiplied by `qk_lr_scale` (timm's schedulers honour
+    `lr_scale`). Attention parameters are in from the start: while a layer is a convolution they
+    get no gradient, hence no update and no decay."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay, gates = [], [], []
+    switchable = {name for name, m in model.named_modules() if isinstance(m, reparam.ReparamConv2d)}
+    decay, no_decay, gates, qk = [], [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if name.endswith(("gate_logit", "pos_weight")) and isinstance(
-                model.get_submodule(name.rsplit(".", 1)[0]), reparam.ReparamConv2d):
+        owner, _, leaf = name.rpartition(".")
+        if owner in switchable and leaf in ("gate", "pos_weight", "content_pos_weight"):
             gates.append(p)
+        elif qk_lr_scale != 1.0 and owner.endswith(".qk") and owner[:-3] in switchable:
+            qk.append(p)
         elif p.ndim <= 1 or name in skip:
             no_decay.append(p)
         else:
@@ -126,6 +138,8 @@ def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if gates:
         groups.append({"params": gates, "weight_decay": 0.0, "lr_scale": gate_lr_scale})
+    if qk:
+        groups.append({"params": qk, "weight_decay": t.weight_decay, "lr_scale": qk_lr_scale})
     fused = next(model.parameters()).is_cuda or None
     if t.optimizer == "adamw":
         opt = torch.optim.AdamW(groups, lr=t.lr, fused=fused)
@@ -358,7 +372,8 @@ def evaluate(model: nn.Module, loader, amp_dtype, device) -> dict:
     total = 0
     with torch.no_grad(), _autocast(device, amp_dtype):
         for x, y in loader:
-            top5 = model(x).topk(5, dim=-1).indices
+            logits = model(x)
+            top5 = logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # top-k of all classes when fewer
             hits = top5 == y[:, None]
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
@@ -454,7 +469,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
                         "use a hybrid_* model or schedule 'never'")
     switch_epochs = sched.switch_epochs(layers)
 
-    optimizer = build_optimizer(model, t, cfg.switch.gate_lr_scale)
+    optimizer = build_optimizer(model, t, cfg.switch.gate_lr_scale, cfg.switch.qk_lr_scale)
     steps_per_epoch = len(train_loader)
     lr_scheduler = build_lr_scheduler(optimizer, t, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -513,7 +528,7 @@ def train(cfg: Config, *, force: bool = False, progress: bool | None = None, pre
         due = [n for n in layers if switch_epochs[n] is not None and switch_epochs[n] <= epoch
                and n not in reparam.attention_layers(model)]
         if due:
-            reparam.switch_to_attention(model, due, gate_logit=cfg.switch.gate_logit, locality=cfg.switch.locality)
+            reparam.switch_to_attention(model, due, **switch_settings(cfg))
             results["switch_events"].append({"epoch": epoch, "layers": due})
             say(f"epoch {epoch}: switched {len(due)} layer(s) to attention: {', '.join(due)}")
         seed_epoch(t.seed, epoch, rank)

@@ -69,9 +69,9 @@ def test_compiled_model_keeps_compiling_through_every_switch(monkeypatch):
     x = torch.randn(1, 2, 4, 4)
     outputs = [net(x)]
     for layer in layers:
-        layer.switch_to_attention(gate_logit=30.0, locality=40.0)
+        layer.switch_to_attention()
         outputs.append(net(x))
     torch._dynamo.reset()
     assert len(graphs) == len(layers) + 1, "a layer configuration ran without being compiled"
-    for out in outputs[1:]:  # the sharp switch keeps the function: every graph computes the same thing
+    for out in outputs[1:]:  # the switch keeps the function: every graph computes the same thing
         torch.testing.assert_close(out, outputs[0], atol=2e-6, rtol=1e-5)
