@@ -94,6 +94,8 @@ class SwitchConfig:
     content_locality: float | None = 1.0
     # "zero": the query projection starts at zero, so content attention starts as softmax(bias).
     query_init: str = "zero"
+    # "linear" form: keep the gate in [0, 1] (each head a convex mix of its tap and content attention).
+    bounded_gate: bool = True
     # LR multipliers: gate and positional/bias weights; the q/k projections of switchable layers.
     gate_lr_scale: float = 10.0
     qk_lr_scale: float = 1.0

@@ -23,9 +23,11 @@ and the layer returns sum_h A_h X W_h + bias. `form` chooses P and g:
   tap deliver: the layer leaves its convolution as fast as the loss asks, not as fast as a
   saturated sigmoid lets it. q and k receive gradient in proportion to 1 - g_h, i.e. once the loss
   has started to move the gate. sum_h g_h P_h X W_h is a convolution with the per-tap weights
-  g_h W_h, so this term costs what the convolution cost. g is not confined to [0, 1]: any map
-  onto [0, 1] that reaches 1 at a finite point has zero slope there, which is the trap this form
-  avoids; the diagnostics report where g goes.
+  g_h W_h, so this term costs what the convolution cost. g is kept in [0, 1] by projection after
+  each optimizer step (`bounded_gate`, the default), so every head's attention stays a convex mix
+  of its tap and its content attention; a smooth map onto [0, 1] would not do, since any such map
+  that reaches 1 at a finite point has zero slope there - the trap this form avoids. With
+  `bounded_gate=False` g is free: heads may then weigh the tap and the content with opposite signs.
 * "sigmoid" (ConViT's gate; the form used before, kept for comparison): P_h is a positional
   softmax of -alpha |delta - Delta_h|^2 and g_h = sigmoid(lambda_h). Exact only as alpha and lambda
   go to infinity, where the gradients into the gate, alpha and the content path vanish
@@ -95,6 +97,7 @@ class ReparamConv2d(nn.Module):
         self.register_buffer("attention_mode", torch.zeros((), dtype=torch.bool))
         self.register_buffer("linear_gate", torch.zeros((), dtype=torch.bool))
         self.register_buffer("content_bias", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("bounded_gate", torch.zeros((), dtype=torch.bool))
         self._sync_mode()
         self._relative = {}  # (h, w, device, dtype) -> (N, N, 3) relative positions, a cache
 
@@ -104,6 +107,7 @@ class ReparamConv2d(nn.Module):
         self._is_attention = bool(self.attention_mode)
         self._form = "linear" if bool(self.linear_gate) else "sigmoid"
         self._has_bias = bool(self.content_bias)
+        self._bounded = bool(self.bounded_gate)
 
     @property
     def is_attention(self) -> bool:
@@ -124,6 +128,7 @@ class ReparamConv2d(nn.Module):
             state_dict[prefix + "gate"] = state_dict.pop(prefix + "gate_logit")
         for name, default in (("linear_gate", torch.zeros((), dtype=torch.bool)),
                               ("content_bias", torch.zeros((), dtype=torch.bool)),
+                              ("bounded_gate", torch.zeros((), dtype=torch.bool)),
                               ("content_pos_weight", torch.zeros(self.num_heads, 3))):
             state_dict.setdefault(prefix + name, default)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -139,11 +144,13 @@ class ReparamConv2d(nn.Module):
 
     @torch.no_grad()
     def switch_to_attention(self, form: str = "linear", gate_logit: float = 10.0, locality: float = 12.0,
-                            content_locality: float | None = 1.0, query_init: str = "zero") -> None:
+                            content_locality: float | None = 1.0, query_init: str = "zero",
+                            bounded_gate: bool = True) -> None:
         """Become attention, computing the same function (exactly for "linear"; see the module docstring).
 
         gate_logit and locality are the "sigmoid" form's lambda and alpha; content_locality (alpha_c,
-        None = no bias) and query_init set up the content attention of either form.
+        None = no bias) and query_init set up the content attention of either form; bounded_gate keeps
+        the linear gate in [0, 1] (`project_`), so that every head's attention stays a convex mix.
         """
         if self.is_attention:
             raise RuntimeError("layer is already attention")
@@ -161,8 +168,17 @@ class ReparamConv2d(nn.Module):
             self.qk.weight[: self.num_heads * self.qk_dim].zero_()
         self.linear_gate.fill_(form == "linear")
         self.content_bias.fill_(content_locality is not None)
+        self.bounded_gate.fill_(form == "linear" and bounded_gate)
         self.attention_mode.fill_(True)
         self._sync_mode()
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """After an optimizer step: put a bounded linear gate back into [0, 1] (projected gradient
+        descent). Unlike a clamp in the forward, this never blocks the gradient: a gate held at 1
+        moves as soon as the loss pushes it inwards."""
+        if self._is_attention and self._bounded:
+            self.gate.clamp_(0.0, 1.0)
 
     def revert_to_convolution(self) -> None:
         """Compute the convolution again (the value weights are the conv's; nothing else is kept)."""
@@ -348,6 +364,14 @@ def switch_to_attention(model: nn.Module, names, **settings) -> list[str]:
     return names
 
 
+def project_(model: nn.Module) -> None:
+    """Project every switched layer's constrained parameters (see ReparamConv2d.project_); the
+    training engine calls it after each optimizer step."""
+    for m in model.modules():
+        if isinstance(m, ReparamConv2d):
+            m.project_()
+
+
 @contextlib.contextmanager
 def as_convolutions(model: nn.Module):
     """Within the block, every switched layer computes the convolution it came from (same weights).
@@ -419,14 +443,16 @@ def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = Non
 
 def _layer_row(name: str, m: ReparamConv2d, x: torch.Tensor | None, image_size) -> dict:
     row = {"name": name, "is_attention": m.is_attention, "form": m.form if m.is_attention else None,
-           "gate": None, "gate_per_head": None, "content_fraction": None, "positional_fraction": None,
+           "gate": None, "gate_per_head": None, "content_fraction": None, "content_weight_abs": None,
+           "positional_fraction": None,
            "locality": None, "content_locality": None, "positional_distance": None, "content_distance": None,
            "attention_distance": None}
     if not m.is_attention:
         return row
     gate = m.gate_values().float()
     row.update(gate=gate.mean().item(), gate_per_head=[round(v, 6) for v in gate.tolist()],
-               content_fraction=(1 - gate).mean().item(), positional_fraction=gate.mean().item())
+               content_fraction=(1 - gate).mean().item(), positional_fraction=gate.mean().item(),
+               content_weight_abs=(1 - gate).abs().mean().item())  # differs from the fraction for free gates
     if m.form == "sigmoid":
         row["locality"] = (-m.pos_weight[:, 2].float()).mean().item()
     if m.has_content_bias:

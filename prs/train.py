@@ -89,7 +89,7 @@ def switch_settings(cfg: Config) -> dict:
     """The keyword arguments of reparam.switch_to_attention from a config's `switch` section."""
     sw = cfg.switch
     return {"form": sw.form, "gate_logit": sw.gate_logit, "locality": sw.locality,
-            "content_locality": sw.content_locality, "query_init": sw.query_init}
+            "content_locality": sw.content_locality, "query_init": sw.query_init, "bounded_gate": sw.bounded_gate}
 
 
 def compile_for_switches(net: nn.Module, switch_events: int, backend: str = "inductor") -> nn.Module:
@@ -148,6 +148,8 @@ def build_optimizer(model: nn.Module, t: TrainConfig, gate_lr_scale: float = 1.0
     for group in opt.param_groups:
         group["initial_lr"] = t.lr  # what timm's schedulers scale (times lr_scale) from
         group["lr"] = t.lr * group.get("lr_scale", 1.0)
+    if switchable:  # bounded gates are projected back into [0, 1] after every step
+        opt.register_step_post_hook(lambda *_: reparam.project_(model))
     return opt
 
 
