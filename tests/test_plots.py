@@ -266,7 +266,8 @@ def test_add_provenance_writes_text_below_the_axes(layout):
 
 def test_gate_diagnostics_accepts_layer_diagnostics_rows():
     import prs.models
-    from prs.reparam import layer_diagnostics, switch_to_attention, switchable_layers
+    from prs.diagnostics import layer_diagnostics
+    from prs.reparam import switch_to_attention, switchable_layers
 
     model = prs.models.create("hybrid_tiny", num_classes=10)
     switch_to_attention(model, switchable_layers(model)[:2])
