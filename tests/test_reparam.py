@@ -411,7 +411,7 @@ def test_new_parameters_are_in_the_optimizer_and_decay_groups():
         else:
             assert members[id(p)] == 0.05 and lrs[id(p)] == pytest.approx(1e-3), f"{name} must decay"
     # The LR schedule keeps the multipliers.
-    from prs.engine import build_lr_scheduler
+    from prs.lr_schedule import build_lr_scheduler
 
     sched = build_lr_scheduler(opt, TrainConfig(lr=1e-3, epochs=2, warmup_epochs=0.0), steps_per_epoch=4)
     sched.step_update(num_updates=4)
