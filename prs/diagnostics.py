@@ -69,6 +69,19 @@ def collapse_gap(model: nn.Module, loader, device: torch.device, amp_dtype=None)
     return gap.result()
 
 
+def _forward_eval(model: nn.Module, inputs: torch.Tensor, hooks) -> None:
+    """One forward pass of `model` in eval mode on `inputs` (for what its `hooks` capture); then the
+    model's training mode is restored and the hooks removed, whatever happened."""
+    was_training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
 @torch.no_grad()
 def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = None,
                       inputs: torch.Tensor | None = None) -> list[dict]:
@@ -86,14 +99,7 @@ def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = Non
         for name, m in model.named_modules():
             if isinstance(m, reparam.ReparamConv2d) and m.is_attention:
                 hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: captured.__setitem__(n, inp[0])))
-        was_training = model.training
-        try:
-            model.eval()
-            model(inputs)
-        finally:
-            model.train(was_training)
-            for h in hooks:
-                h.remove()
+        _forward_eval(model, inputs, hooks)
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, reparam.ReparamConv2d):
@@ -266,14 +272,7 @@ def mean_attention_distance_px(model: nn.Module, images: torch.Tensor) -> float:
                        and module.kernel_size != module.stride)
         if isinstance(module, (reparam.ReparamConv2d, Attention, GPSA, MHSA)) or mixing_conv:
             hooks.append(module.register_forward_hook(measure))
-    was_training = model.training
-    try:
-        model.eval()
-        model(images)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    _forward_eval(model, images, hooks)
     if not distances:
         raise UserError(f"{type(model).__name__} has no spatial-mixing layer to measure")
     return sum(distances) / len(distances)
