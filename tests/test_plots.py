@@ -106,7 +106,8 @@ def test_fourier_plots_accept_real_curves():
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     plots.plot_relative_log_amplitude(curves, ax=axes[0])
     plots.plot_high_freq_vs_depth({"ViT": curves}, ax=axes[1])
-    assert len(axes[0].get_lines()) == 3 and len(axes[1].get_lines()) == 1
+    # One curve per read-out: after the position embedding, then after attention and after the MLP of each block.
+    assert len(axes[0].get_lines()) == 1 + 2 * 2 and len(axes[1].get_lines()) == 1
     render(fig)
 
 
