@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from prs import data, models, reparam
 from prs.config import AugmentConfig, DataConfig, TrainConfig
 from prs.errors import RunFailure, UserError
-from prs.engine import build_lr_scheduler, build_optimizer, train_epoch
+from prs.engine import build_optimizer, train_epoch
+from prs.lr_schedule import build_lr_scheduler
 from prs.env import autocast_dtype, device_name, git_commit, pick_device, synchronize, versions
 from prs.runs import atomic_write_text
 

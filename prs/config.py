@@ -1,12 +1,11 @@
 """Experiment configuration: typed, validated, hashed.
 
-A config is data. It is read from YAML with `StrictLoader`, yaml.safe_load's loader (nothing is
-evaluated) refusing duplicate keys and bounding size, depth and alias expansion,
-checked field by field against the dataclasses below (unknown keys, wrong types and
-values outside their row of `RANGES` are a `UserError` naming the field; model, schedule and dataset names
-are checked against their registries), and hashed so that a run directory belongs to
-exactly one config. The schedule is typed (`prs.schedule.ScheduleSpec`) but written and
-hashed in its YAML form, `{name: prs, first: 2, last: 1}`.
+A config is data. It is read from YAML by `prs.yamlfile` (strict and bounded: nothing is evaluated,
+duplicate keys are refused), checked field by field against the dataclasses below (unknown keys,
+wrong types and values outside their row of `prs.config_ranges.RANGES` are a `UserError` naming the
+field; model, schedule and dataset names are checked against their registries), and hashed so that
+a run directory belongs to exactly one config. The schedule is typed (`prs.schedule.ScheduleSpec`)
+but written and hashed in its YAML form, `{name: prs, first: 2, last: 1}`.
 """
 
 from __future__ import annotations
@@ -20,13 +19,15 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+
 import yaml
 
 from prs import data, models, reparam
+from prs.config_ranges import RANGES, RANGES_ELSEWHERE, ranges_markdown  # noqa: F401  (re-exported for callers)
 from prs.errors import UserError
 from prs.schedule import ScheduleSpec
+from prs.yamlfile import MAX_CONFIG_BYTES, YAMLLimit, preset_names, read_yaml, yaml_data  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -144,80 +145,7 @@ NOT_HASHED = ("run.root", "data.root", "data.download", "data.num_workers")
 HASHED_WHEN_SET = {"train.lr_restart_at_switch": False, "train.restart_warmup_epochs": 1.0, "model.init_from": None}
 
 
-# ----------------------------------------------------------------------------- field ranges
-
-
-@dataclass(frozen=True)
-class Range:
-    """The meaningful values of a numeric field: low/high are numbers, another field's name
-    (e.g. "train.epochs") or None (unbounded); `why` says what the field is, for messages and docs."""
-
-    low: float | str | None
-    high: float | str | None
-    why: str
-    low_open: bool = False
-    high_open: bool = False
-
-    def contains(self, value, field_value=lambda name: None) -> bool:
-        low = field_value(self.low) if isinstance(self.low, str) else self.low
-        high = field_value(self.high) if isinstance(self.high, str) else self.high
-        if low is not None and (value <= low if self.low_open else value < low):
-            return False
-        return high is None or (value < high if self.high_open else value <= high)
-
-    def text(self) -> str:
-        if self.low is None and self.high is None:
-            return "any finite number"
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low}"
-        if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high}"
-        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
-
-
-MAX_SEED = 2**32 - 1
-# One row per numeric field (list fields: per item): what the validation checks and the docs show
-# (`ranges_markdown`). A new numeric field needs a row here (tests/test_config.py checks that).
-RANGES = {
-    "model.drop_path": Range(0, 1, "stochastic-depth probability", high_open=True),
-    "data.ratio": Range(0, 1, "fraction of the training set kept", low_open=True),
-    "data.subset_seed": Range(0, MAX_SEED, "seed of the data-ratio subset"),
-    "data.num_workers": Range(0, 256, "loader worker processes"),
-    "data.image_size": Range(8, 1024, "side of the square input image, pixels"),
-    "data.augment.crop_padding": Range(0, "data.image_size", "random-crop padding, pixels", high_open=True),
-    "data.augment.mixup": Range(0, None, "Mixup Beta(alpha, alpha); 0 = off"),
-    "data.augment.cutmix": Range(0, None, "CutMix Beta(alpha, alpha); 0 = off"),
-    "data.augment.label_smoothing": Range(0, 1, "label-smoothing mass", high_open=True),
-    "train.epochs": Range(0, None, "epochs of training", low_open=True),
-    "train.batch_size": Range(0, None, "global training batch", low_open=True),
-    "train.eval_batch_size": Range(0, None, "evaluation batch", low_open=True),
-    "train.lr": Range(0, None, "peak learning rate", low_open=True),
-    "train.weight_decay": Range(0, None, "decoupled (AdamW) or L2 (SGD) weight decay"),
-    "train.momentum": Range(0, 1, "SGD momentum", high_open=True),
-    "train.warmup_epochs": Range(0, "train.epochs", "linear warm-up, epochs", high_open=True),
-    "train.milestones": Range(0, None, "step-schedule epochs, each", low_open=True),
-    "train.gamma": Range(0, 1, "step-schedule LR factor", low_open=True),
-    "train.grad_clip": Range(0, None, "gradient-norm clip; null = off", low_open=True),
-    "train.seed": Range(0, MAX_SEED, "training seed"),
-    "train.restart_warmup_epochs": Range(0, None, "warm-up at each switch when lr_restart_at_switch, epochs"),
-    "switch.gate_logit": Range(None, None, "sigmoid form: gate logit at the switch"),
-    "switch.locality": Range(0, None, "sigmoid form: locality strength at the switch", low_open=True),
-    "switch.content_locality": Range(0, None, "relative-position bump in the content logits at the switch; "
-                                              "null = no bias"),
-    "switch.gate_lr_scale": Range(0, None, "LR multiplier of gates and positional weights", low_open=True),
-    "switch.qk_lr_scale": Range(0, None, "LR multiplier of the switchable layers' q/k", low_open=True),
-}
-# Numeric fields checked elsewhere, with where.
-RANGES_ELSEWHERE = {"model.switchable_stages": "the model registry: each in 1, 2, 3, 4",
-                    "schedule": "ScheduleSpec.within: every switch epoch in 0 .. train.epochs - 1"}
 DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?|mps")
-
-
-def ranges_markdown() -> str:
-    """The RANGES table as Markdown (book/decisions.md holds a copy; a test keeps them equal)."""
-    rows = ["| field | meaningful values | what it is |", "|---|---|---|"]
-    rows += [f"| `{key}` | `{r.text()}` | {r.why} |" for key, r in RANGES.items()]
-    return "\n".join(rows) + "\n"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -325,150 +253,6 @@ def to_dict(cfg: Config) -> dict:
     """The config as plain data (what config.yaml holds and the hash is taken of)."""
     return {f.name: cfg.schedule.to_dict() if f.name == "schedule" else dataclasses.asdict(getattr(cfg, f.name))
             for f in dataclasses.fields(cfg)}
-
-
-def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("prs.presets").iterdir() if p.name.endswith(".yaml"))
-
-
-# What a config may be: far more than any real one needs, far less than what hurts.
-MAX_CONFIG_BYTES = 256 * 1024
-MAX_DEPTH = 32  # nesting of mappings and lists
-MAX_NODES = 20_000  # values after expanding every alias
-
-
-class YAMLLimit(yaml.YAMLError):
-    """A YAML text beyond MAX_DEPTH or MAX_NODES (e.g. an alias bomb or a list nested 20,000 deep)."""
-
-
-class StrictLoader(yaml.SafeLoader):
-    """`yaml.safe_load`'s loader (no tags that run code), stricter about what silently misleads:
-
-    - a key given twice in one mapping is an error (safe_load keeps the last one);
-    - `1e-3`, `1E5`, `1.0e3` are floats, as in YAML 1.2 (YAML 1.1 reads them as strings);
-    - nesting deeper than MAX_DEPTH, or more than MAX_NODES values once aliases are expanded,
-      is an error before anything is built (bounded alias expansion).
-    """
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent, index):
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise YAMLLimit(f"nested more than {MAX_DEPTH} levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def get_single_node(self):
-        node = super().get_single_node()
-        if node is not None:
-            _check_expanded_size(node)
-        return node
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, typing.Hashable) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key '{key}' is given twice in one mapping; keep one", key_node.start_mark)
-                seen.add(key) if isinstance(key, typing.Hashable) else None
-        return super().construct_mapping(node, deep=deep)
-
-
-StrictLoader.add_implicit_resolver(  # floats with an exponent and no dot, or no sign in the exponent
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
-
-
-def _check_expanded_size(root) -> None:
-    """Values and nesting of the document once every alias is expanded, computed per distinct
-    node (so in time linear in the text, however much the aliases would expand)."""
-    done: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height)
-    started: set[int] = set()
-
-    def measure(node) -> tuple[int, int]:
-        if id(node) in done:
-            return done[id(node)]
-        if id(node) in started:
-            raise YAMLLimit("an alias refers to a value that contains it")
-        started.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            children = [measure(child) for child in node.value]
-        elif isinstance(node, yaml.MappingNode):
-            children = [measure(n) for pair in node.value for n in pair]
-        else:
-            children = []
-        values = 1 + sum(c[0] for c in children)
-        height = 1 + max((c[1] for c in children), default=0)
-        if values > MAX_NODES:
-            raise YAMLLimit(f"more than {MAX_NODES} values once its aliases are expanded")
-        if height > MAX_DEPTH:
-            raise YAMLLimit(f"nested more than {MAX_DEPTH} levels deep once its aliases are expanded")
-        done[id(node)] = values, height
-        return done[id(node)]
-
-    measure(root)
-
-
-def yaml_data(text: str):
-    """Parse YAML text with StrictLoader (errors are yaml.YAMLError)."""
-    loader = StrictLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def _config_text(path: Path, name) -> str:
-    """The text of a config file: UTF-8, no NUL bytes, at most MAX_CONFIG_BYTES."""
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise UserError(f"config '{name}': larger than {MAX_CONFIG_BYTES // 1024} KiB; a config is a short YAML file")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"config '{name}': cannot be read ({e.strerror or e})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"config '{name}': not UTF-8 text (binary, or UTF-16?); save it as UTF-8 YAML") from None
-    if "\x00" in text:
-        raise UserError(f"config '{name}': holds NUL bytes, so it is not a text file; save it as UTF-8 YAML")
-    return text
-
-
-def read_yaml(path_or_preset: str | Path) -> dict:
-    """Read a YAML mapping from a file path, or from a packaged preset by name."""
-    path = Path(path_or_preset)
-    if path.suffix not in (".yaml", ".yml"):
-        if str(path_or_preset) not in preset_names():
-            raise UserError(
-                f"config '{path_or_preset}': not a .yaml file nor a preset; presets: {', '.join(preset_names())}")
-        text = resources.files("prs.presets").joinpath(f"{path_or_preset}.yaml").read_text()
-    else:
-        if not path.is_file():
-            raise UserError(f"config file '{path}' does not exist")
-        text = _config_text(path, path_or_preset)
-    try:
-        data = yaml_data(text)
-    except YAMLLimit as e:
-        raise UserError(f"config '{path_or_preset}': {e}; a config is a short mapping") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"config '{path_or_preset}': not valid YAML ({' '.join(str(e).split())})") from None
-    except RecursionError:
-        raise UserError(f"config '{path_or_preset}': nested too deeply; a config is a short mapping") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"config '{path_or_preset}': the top level must be a mapping, got {type(data).__name__}")
-    return data
 
 
 def merge(base: dict, override: dict) -> dict:

@@ -4,11 +4,14 @@
   convolution it came from (same weights, `reparam.as_convolutions`). If training after the switch
   only kept the convolution, the two agree; the gap in loss and top-1, and how much the logits move,
   say how much the trained model relies on what attention added.
+* `layer_diagnostics`: per switchable layer, plain numbers: mode and form, gate, content fraction,
+  localities and the mean distance in pixels between a query and what it attends to.
 * `mechanism_record`: per switched layer, the gate (mean and per head), content fraction, localities,
   attention distances on a fixed batch, and how far the q/k projections have moved since the switch.
 * `mechanism_series`: the per-epoch curves of a run's recorded diagnostics, for plots.
 
-The training engine records the first two in every history row from the first switch on.
+The training engine records `collapse_gap` and `mechanism_record` in every history row from the first
+switch on.
 """
 
 from __future__ import annotations
@@ -66,6 +69,82 @@ def collapse_gap(model: nn.Module, loader, device: torch.device, amp_dtype=None)
     return gap.result()
 
 
+def _forward_eval(model: nn.Module, inputs: torch.Tensor, hooks) -> None:
+    """One forward pass of `model` in eval mode on `inputs` (for what its `hooks` capture); then the
+    model's training mode is restored and the hooks removed, whatever happened."""
+    was_training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
+@torch.no_grad()
+def layer_diagnostics(model: nn.Module, image_size: tuple[int, int] | None = None,
+                      inputs: torch.Tensor | None = None) -> list[dict]:
+    """Per switchable layer, plain numbers: mode and form; the gate g (mean and per head: the weight
+    of positional attention); the content fraction 1 - g; the locality alpha of the positional
+    attention ("sigmoid") and of the content bias; the mean distance in pixels between a query and
+    what it attends to, for positional, content and mixed attention.
+
+    `inputs`, if given, is a batch for the model: content attention is then measured on it (hooks
+    capture each layer's input); otherwise only positional terms are reported.
+    """
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+    if inputs is not None:
+        for name, m in model.named_modules():
+            if isinstance(m, reparam.ReparamConv2d) and m.is_attention:
+                hooks.append(m.register_forward_hook(lambda mod, inp, out, n=name: captured.__setitem__(n, inp[0])))
+        _forward_eval(model, inputs, hooks)
+    rows = []
+    for name, m in model.named_modules():
+        if isinstance(m, reparam.ReparamConv2d):
+            rows.append(layer_row(name, m, captured.get(name), image_size))
+    return rows
+
+
+def layer_row(name: str, m: reparam.ReparamConv2d, x: torch.Tensor | None, image_size=None) -> dict:
+    """`layer_diagnostics`' row of one layer; `x`, if given, is the layer's input (content attention is
+    measured on it), else only positional terms are, on an `image_size` (default 8x8) map."""
+    row = {"name": name, "is_attention": m.is_attention, "form": m.form if m.is_attention else None,
+           "gate": None, "gate_per_head": None, "content_fraction": None, "content_weight_abs": None,
+           "positional_fraction": None,
+           "locality": None, "content_locality": None, "positional_distance": None, "content_distance": None,
+           "attention_distance": None}
+    if not m.is_attention:
+        return row
+    gate = m.gate_values().float()
+    row.update(gate=gate.mean().item(), gate_per_head=[round(v, 6) for v in gate.tolist()],
+               content_fraction=(1 - gate).mean().item(), positional_fraction=gate.mean().item(),
+               content_weight_abs=(1 - gate).abs().mean().item())  # differs from the fraction for free gates
+    if m.form == "sigmoid":
+        row["locality"] = (-m.pos_weight[:, 2].float()).mean().item()
+    if m.has_content_bias:
+        row["content_locality"] = (-m.content_pos_weight[:, 2].float()).mean().item()
+    h, w = x.shape[-2:] if x is not None else (image_size or (8, 8))
+    device = m.weight.device
+    dist = pixel_distances(h, w, device)
+    pos_dist = (m.positional_attention(h, w).float() * dist).sum(-1).mean(-1)  # (heads,)
+    row["positional_distance"] = pos_dist.mean().item()
+    row["attention_distance"] = row["positional_distance"]
+    if x is not None:
+        con_dist = (m.content_attention(x).float() * dist).sum(-1).mean(dim=(0, 2))  # (heads,)
+        row["content_distance"] = con_dist.mean().item()
+        row["attention_distance"] = (gate * pos_dist + (1 - gate) * con_dist).mean().item()
+    return row
+
+
+def pixel_distances(h: int, w: int, device=None) -> torch.Tensor:
+    """(N, N) Euclidean distances between the pixels of an h x w map (row-major)."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([yy.flatten(), xx.flatten()], dim=1).float().to(device)
+    return torch.cdist(pos, pos)
+
+
 def qk_snapshot(model: nn.Module, names) -> dict[str, torch.Tensor]:
     """Copies of the named switchable layers' q/k weights (taken at their switch)."""
     layers = dict(model.named_modules())
@@ -75,9 +154,9 @@ def qk_snapshot(model: nn.Module, names) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def mechanism_record(model: nn.Module, probe: torch.Tensor | None = None,
                      qk_at_switch: dict[str, torch.Tensor] | None = None) -> list[dict]:
-    """`reparam.layer_diagnostics` rows of the switched layers, each with "qk_moved": the RMS change
+    """`layer_diagnostics` rows of the switched layers, each with "qk_moved": the RMS change
     of the q/k weights since the switch relative to their RMS at the switch (None without a snapshot)."""
-    rows = [r for r in reparam.layer_diagnostics(model, inputs=probe) if r["is_attention"]]
+    rows = [r for r in layer_diagnostics(model, inputs=probe) if r["is_attention"]]
     layers = dict(model.named_modules())
     for row in rows:
         ref = (qk_at_switch or {}).get(row["name"])
@@ -116,7 +195,7 @@ def mechanism_series(history) -> dict[str, list]:
 def _map_distance(attention: torch.Tensor, h: int, w: int) -> float:
     """Mass-weighted mean distance, in the map's pixels, of (heads, N, N) attention on an h x w map."""
     attention = attention.float()
-    return ((attention * reparam.pixel_distances(h, w, attention.device)).sum() / attention.sum()).item()
+    return ((attention * pixel_distances(h, w, attention.device)).sum() / attention.sum()).item()
 
 
 def _reach(module: nn.Module, x: torch.Tensor) -> float:
@@ -193,14 +272,7 @@ def mean_attention_distance_px(model: nn.Module, images: torch.Tensor) -> float:
                        and module.kernel_size != module.stride)
         if isinstance(module, (reparam.ReparamConv2d, Attention, GPSA, MHSA)) or mixing_conv:
             hooks.append(module.register_forward_hook(measure))
-    was_training = model.training
-    try:
-        model.eval()
-        model(images)
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    _forward_eval(model, images, hooks)
     if not distances:
         raise UserError(f"{type(model).__name__} has no spatial-mixing layer to measure")
     return sum(distances) / len(distances)

@@ -348,7 +348,7 @@ def plot_gate_diagnostics(diags: Sequence[Mapping], ax=None):
     """Per switched layer: gate σ(λ) and positional fraction (left axis, 0..1) and mean attention
     distance in pixels (right axis). None values leave a gap. Returns the left Axes."""
     if not diags:
-        raise UserError("diags is empty: pass prs.reparam.layer_diagnostics(model) rows "
+        raise UserError("diags is empty: pass prs.diagnostics.layer_diagnostics(model) rows "
                         "{name, gate, attention_distance, positional_fraction}")
     for row in diags:
         _require(row, ("name", "gate", "attention_distance", "positional_fraction"), "diags")

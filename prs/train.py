@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from prs import config as config_mod
-from prs import data, distributed, engine, env, models, reparam, runs
+from prs import data, distributed, engine, env, lr_schedule, models, reparam, runs
 from prs.config import Config
 from prs.engine import TrainingDiverged  # noqa: F401  (raised by train; prs.cli reports it)
 from prs.errors import UserError
@@ -134,8 +134,8 @@ def _build(cfg: Config, device, amp_dtype, num_classes: int, world: int,
     optimizer = engine.build_optimizer(model, t, cfg.switch.gate_lr_scale, cfg.switch.qk_lr_scale)
     criterion, mixup = engine.build_criterion(cfg.data.augment, num_classes)
     parts = engine.Parts(model=model, net=model, optimizer=optimizer,
-                         lr_scheduler=engine.build_lr_scheduler(optimizer, t, steps_per_epoch,
-                                                                switch_epochs=switches.epochs.values()),
+                         lr_scheduler=lr_schedule.build_lr_scheduler(optimizer, t, steps_per_epoch,
+                                                                     switch_epochs=switches.epochs.values()),
                          scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
                          criterion=criterion, mixup=mixup, amp_dtype=amp_dtype, device=device)
     return parts, switches

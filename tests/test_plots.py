@@ -106,7 +106,8 @@ def test_fourier_plots_accept_real_curves():
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     plots.plot_relative_log_amplitude(curves, ax=axes[0])
     plots.plot_high_freq_vs_depth({"ViT": curves}, ax=axes[1])
-    assert len(axes[0].get_lines()) == 3 and len(axes[1].get_lines()) == 1
+    # One curve per read-out: after the position embedding, then after attention and after the MLP of each block.
+    assert len(axes[0].get_lines()) == 1 + 2 * 2 and len(axes[1].get_lines()) == 1
     render(fig)
 
 
@@ -266,7 +267,8 @@ def test_add_provenance_writes_text_below_the_axes(layout):
 
 def test_gate_diagnostics_accepts_layer_diagnostics_rows():
     import prs.models
-    from prs.reparam import layer_diagnostics, switch_to_attention, switchable_layers
+    from prs.diagnostics import layer_diagnostics
+    from prs.reparam import switch_to_attention, switchable_layers
 
     model = prs.models.create("hybrid_tiny", num_classes=10)
     switch_to_attention(model, switchable_layers(model)[:2])

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prs import models, reparam
+from prs import diagnostics, models, reparam
 from prs.config import TrainConfig
 from prs.reparam import ReparamConv2d
 from prs.engine import build_optimizer
@@ -367,13 +367,13 @@ def test_short_training_moves_gates_and_content_attention(settings):
     reparam.switch_to_attention(model, names, **settings)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 100, (16,))
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
-    before = reparam.layer_diagnostics(model, inputs=x[:4])
+    before = diagnostics.layer_diagnostics(model, inputs=x[:4])
     opt = build_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.0), gate_lr_scale=10.0)
     for _ in range(15):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
-    after = reparam.layer_diagnostics(model, inputs=x[:4])
+    after = diagnostics.layer_diagnostics(model, inputs=x[:4])
     positional = "content_pos_weight" if settings["form"] == "linear" else "pos_weight"
     for name in names:
         moved_gate = (model.get_parameter(f"{name}.gate") - start[f"{name}.gate"]).abs().max()
@@ -411,7 +411,7 @@ def test_new_parameters_are_in_the_optimizer_and_decay_groups():
         else:
             assert members[id(p)] == 0.05 and lrs[id(p)] == pytest.approx(1e-3), f"{name} must decay"
     # The LR schedule keeps the multipliers.
-    from prs.engine import build_lr_scheduler
+    from prs.lr_schedule import build_lr_scheduler
 
     sched = build_lr_scheduler(opt, TrainConfig(lr=1e-3, epochs=2, warmup_epochs=0.0), steps_per_epoch=4)
     sched.step_update(num_updates=4)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from prs import cli, config, engine, reparam, runs, train
+from prs import cli, config, engine, lr_schedule, reparam, runs, train
 from prs.errors import UserError
 
 
@@ -106,7 +106,7 @@ def test_learning_rate_restarts_at_each_switch_epoch():
                                      "restart_warmup_epochs": 1}}).train
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD([{"params": [net.weight]}, {"params": [net.bias], "lr_scale": 10.0}], lr=t.lr)
-    sched = engine.build_lr_scheduler(opt, t, steps_per_epoch=10, switch_epochs=[None, 4, 4, 7])
+    sched = lr_schedule.build_lr_scheduler(opt, t, steps_per_epoch=10, switch_epochs=[None, 4, 4, 7])
     lrs = []
     for step in range(100):
         sched.step_update(step)
@@ -117,8 +117,8 @@ def test_learning_rate_restarts_at_each_switch_epoch():
     assert lrs[70] == pytest.approx(1e-4) and lrs[80] == pytest.approx(0.1) and lrs[99] < 1e-3  # restart at 7
     assert opt.param_groups[1]["lr"] == pytest.approx(10 * lrs[-1])  # lr_scale is honoured
     assert sched.state_dict() == {}  # a function of the step: a resumed run needs no state
-    plain = engine.build_lr_scheduler(opt, dataclasses.replace(t, lr_restart_at_switch=False), 10, [4])
-    assert not isinstance(plain, engine.RestartingCosine)
+    plain = lr_schedule.build_lr_scheduler(opt, dataclasses.replace(t, lr_restart_at_switch=False), 10, [4])
+    assert not isinstance(plain, lr_schedule.RestartingCosine)
 
 
 def test_init_from_starts_from_the_final_weights_of_a_finished_run(tiny_config, tmp_path, monkeypatch):
