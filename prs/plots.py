@@ -23,6 +23,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
 from prs.errors import UserError
@@ -402,10 +403,12 @@ def plot_mechanism_over_epochs(series_by_label: Mapping[str, Mapping[str, Sequen
             ax.plot(xs, ys, label=label, markevery=(i % 3, 3) if len(xs) > 12 else None)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key == "top1_gap":
             ax.axhline(0.0, color="0.4", linewidth=0.8, marker="")
     handles = axes[0].get_legend_handles_labels()[0]
-    axes[0].figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), frameon=False)
+    # Above the panels: the provenance caption (add_provenance) takes the strip below them.
+    axes[0].figure.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 4), frameon=False)
     return axes
 
 
