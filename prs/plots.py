@@ -340,6 +340,7 @@ def plot_accuracy_vs_epoch(histories: Mapping[str, Sequence[Mapping]], switch_ev
         for epoch, color in events:
             ax.axvline(epoch, color=color, linestyle=":", linewidth=1, marker="")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"test {ACCURACY_LABEL}")
     _legend(ax)
     return ax
