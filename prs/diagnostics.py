@@ -43,7 +43,7 @@ class CollapseGap:
         self.sums += torch.stack([
             F.cross_entropy(logits, y, reduction="sum"), F.cross_entropy(conv, y, reduction="sum"),
             (pred == y).sum(), (pred_conv == y).sum(), (pred == pred_conv).sum(),
-            (conv - logits).abs().mean(-1).sum(), logits.abs().mean(-1).sum(), torch.tensor(y.numel())]).double()
+            (conv - logits).abs().mean(-1).sum(), logits.abs().mean(-1).sum(), logits.new_tensor(y.numel())]).double()  # all on the logits' device
 
     def result(self) -> dict:
         """{"loss", "top1", "loss_conv", "top1_conv", "loss_gap" (conv - model), "top1_gap" (model - conv),
