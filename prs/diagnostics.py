@@ -192,23 +192,36 @@ def mechanism_series(history) -> dict[str, list]:
 # ----------------------------------------------------------------------------- convolution-likeness
 
 
-def _map_distance(attention: torch.Tensor, h: int, w: int) -> float:
-    """Mass-weighted mean distance, in the map's pixels, of (heads, N, N) attention on an h x w map."""
-    attention = attention.float()
-    return ((attention * pixel_distances(h, w, attention.device)).sum() / attention.sum()).item()
+def _tap_mass(kernel_size: int, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per tap of a KxK convolution on an h x w map (in `reparam`'s tap order): how many queries have
+    that tap inside the image (zero padding adds nothing), and the tap's distance. O(K^2), so that
+    large maps cost nothing (the dense one-hot maps would be K^2 N^2)."""
+    r = torch.arange(kernel_size, device=device, dtype=torch.float64) - kernel_size // 2
+    dy, dx = r.repeat_interleave(kernel_size), r.repeat(kernel_size)
+    count = (h - dy.abs()).clamp(min=0) * (w - dx.abs()).clamp(min=0)
+    return count, torch.hypot(dy, dx)
 
 
 def _reach(module: nn.Module, x: torch.Tensor) -> float:
-    """How far a convolution or a switchable layer reaches on its input x, in x's pixels: a convolution
-    reaches its taps (inside the image: zero padding adds nothing), a switched layer the gated mix of
-    its taps (or positional attention) and its content attention, averaged over the batch."""
+    """How far a convolution or a switchable layer reaches on its input x, in x's pixels (mass-weighted
+    over queries): a convolution reaches its taps inside the image; a switched layer the gated mix of
+    its taps (or the sigmoid form's positional attention) and its content attention, over the batch."""
     h, w = x.shape[-2:]
-    if isinstance(module, reparam.ReparamConv2d) and module.is_attention:
-        gate = module.gate_values().float().view(-1, 1, 1)
-        mixed = gate * module.positional_attention(h, w).float() + (1 - gate) * module.content_attention(x).float().mean(0)
-        return _map_distance(mixed, h, w)
     kernel = module.kernel_size if isinstance(module, reparam.ReparamConv2d) else module.kernel_size[0]
-    return _map_distance(reparam.tap_attention(kernel, h, w, x.device), h, w)
+    count, distance = _tap_mass(kernel, h, w, x.device)
+    if not (isinstance(module, reparam.ReparamConv2d) and module.is_attention):
+        return ((count * distance).sum() / count.sum()).item()
+    gate = module.gate_values().double()
+    pixels = pixel_distances(h, w, x.device).double()
+    content = (module.content_attention(x).double().mean(0) * pixels).sum(dim=(-1, -2))  # per head; rows sum to 1
+    if module.form == "linear":
+        tap_sum, tap_mass = count * distance, count
+    else:
+        positional = module.positional_attention(h, w).double()
+        tap_sum, tap_mass = (positional * pixels).sum(dim=(-1, -2)), positional.sum(dim=(-1, -2))
+    total = gate * tap_sum + (1 - gate) * content
+    mass = gate * tap_mass + (1 - gate) * h * w
+    return (total.sum() / mass.sum()).item()
 
 
 def _token_distance(attention: torch.Tensor, prefix: int) -> float:

@@ -85,6 +85,21 @@ def test_attention_distance_orders_the_models_and_is_unchanged_by_the_switch():
     assert 1.0 < diagnostics.mean_attention_distance_px(alone, torch.randn(1, 3, 64, 64)) < 1.0725
 
 
+def test_the_reach_of_a_switched_layer_matches_its_dense_attention_maps():
+    """The O(K^2) tap bookkeeping equals the mass-weighted distance of the dense maps, head by head."""
+    torch.manual_seed(0)
+    for settings in (dict(), dict(form="sigmoid", gate_logit=0.5, locality=1.0)):
+        layer = ReparamConv2d(4, 4)
+        layer.switch_to_attention(**settings)
+        with torch.no_grad():
+            layer.gate.copy_(torch.rand(9) if layer.form == "linear" else torch.randn(9))
+        x = torch.randn(2, 4, 5, 6)
+        g = layer.gate_values().detach().double().view(-1, 1, 1)
+        dense = g * layer.positional_attention(5, 6).double() + (1 - g) * layer.content_attention(x).double().mean(0)
+        expected = (dense * diagnostics.pixel_distances(5, 6).double()).sum() / dense.sum()
+        assert diagnostics._reach(layer, x) == pytest.approx(expected.item(), rel=1e-9), settings
+
+
 def _switched_layer(**settings):
     torch.manual_seed(0)
     layer = ReparamConv2d(4, 4)
