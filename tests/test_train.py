@@ -52,7 +52,8 @@ def test_results_carry_provenance(smoke_run):
     # results.json is a RunRecord, field for field, in the order runs before the record existed wrote it
     assert list(results) == [f.name for f in dataclasses.fields(runs.RunRecord)]
     assert list(results["history"][0]) == ["epoch", "train_loss", "train_top1", "images", "test_top1", "test_top5",
-                                           "lr", "epoch_time_s", "images_per_s", "attention_layers"]
+                                           "lr", "epoch_time_s", "images_per_s", "attention_layers",
+                                           "mean_attention_distance_px"]
 
 
 def test_fit_hooks_add_fields_to_each_row_before_the_epoch_is_kept(tiny_config):
