@@ -230,9 +230,7 @@ def _token_distance(attention: torch.Tensor, prefix: int) -> float:
     patches = attention[..., prefix:, prefix:].float()
     patches = patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)
     side = math.isqrt(patches.shape[-1])
-    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
-    pos = torch.stack([yy.flatten(), xx.flatten()], dim=1).float().to(patches.device)
-    return (patches * torch.cdist(pos, pos)).sum(-1).mean().item()
+    return (patches * pixel_distances(side, side, patches.device)).sum(-1).mean().item()
 
 
 def _vit_attention(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -342,15 +342,18 @@ def fit(parts: Parts, train_loader, test_loader, t: TrainConfig, switches: Switc
 
 def _first_images(loader, n: int) -> Callable[[], torch.Tensor]:
     """The first `n` test images (a fixed probe for the mechanism diagnostics), read on first use."""
-    images: list[torch.Tensor] = []
+    cache: list[torch.Tensor] = []  # the probe, once read
 
     def probe() -> torch.Tensor:
-        if not images:
+        if not cache:
+            batches, seen = [], 0
             for x, _ in loader:
-                images.append(x)
-                if sum(len(i) for i in images) >= n:
+                batches.append(x)
+                seen += len(x)
+                if seen >= n:
                     break
-        return torch.cat(images)[:n]
+            cache.append(torch.cat(batches)[:n])
+        return cache[0]
 
     return probe
 

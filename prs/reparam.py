@@ -214,14 +214,14 @@ class ReparamConv2d(nn.Module):
 
     def content_attention(self, x: torch.Tensor) -> torch.Tensor:
         """(B, heads, N, N): S_h materialised (for analysis; forward uses the fused kernel)."""
-        b, _, h, w = x.shape
-        q, k = self._queries_keys(x.flatten(2).transpose(1, 2), h, w)
+        h, w = x.shape[-2:]
+        q, k = self._queries_keys(x.flatten(2).transpose(1, 2))
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.qk_dim)
         if self.has_content_bias:
             logits = logits + self.content_logit_bias(h, w).to(logits.dtype)
         return logits.softmax(-1)
 
-    def _queries_keys(self, tokens: torch.Tensor, h: int, w: int):
+    def _queries_keys(self, tokens: torch.Tensor):
         b, n, _ = tokens.shape
         return self.qk(tokens).view(b, n, 2, self.num_heads, self.qk_dim).permute(2, 0, 3, 1, 4)
 
@@ -251,7 +251,7 @@ class ReparamConv2d(nn.Module):
         b, c, h, w = x.shape
         heads, n = self.num_heads, h * w
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C_in)
-        q, k = self._queries_keys(tokens, h, w)
+        q, k = self._queries_keys(tokens)
         bias = self.content_logit_bias(h, w).to(q.dtype) if self.has_content_bias else None
         # Every head attends over the same input tokens; head h's value map (the kernel slice at
         # tap h) is linear, so it is applied after the heads are concatenated, as one matmul:

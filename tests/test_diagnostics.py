@@ -49,12 +49,15 @@ def test_a_run_records_the_mechanism_from_the_switch_on(tiny_config, tmp_path):
     assert "collapse" not in before and "mechanism" not in before  # nothing switched in epoch 1
     assert before["mean_attention_distance_px"] > 0 and after["mean_attention_distance_px"] > 0
     assert set(after["collapse"]) >= {"loss_gap", "top1_gap", "logit_change", "agreement"}
+    # The switched layers left their convolutions: putting the convolutions back changes the logits.
+    assert after["collapse"]["logit_change"] > 0
     assert after["collapse"]["top1"] == after["test_top1"]
     layers = after["mechanism"]
     assert [row["name"] for row in layers] == results["model"]["switchable_layers"]
     for row in layers:
         assert row["form"] == "linear" and 0.0 <= row["gate"] <= 1.0 and len(row["gate_per_head"]) == 9
         assert row["qk_moved"] > 0, "q/k must have learned after the switch"
+        assert row["gate"] < 1.0, "the gate must have moved off the convolution (weight decay alone moves q/k)"
         assert row["content_distance"] is not None and row["attention_distance"] is not None
     checkpoint = torch.load(Path(results["run_dir"]) / "checkpoint.pt", weights_only=True)
     assert set(checkpoint["qk_at_switch"]) == set(results["model"]["switchable_layers"])
