@@ -346,39 +346,6 @@ def plot_accuracy_vs_epoch(histories: Mapping[str, Sequence[Mapping]], switch_ev
     return ax
 
 
-def plot_gate_diagnostics(diags: Sequence[Mapping], ax=None):
-    """Per switched layer: gate σ(λ) and positional fraction (left axis, 0..1) and mean attention
-    distance in pixels (right axis). None values leave a gap. Returns the left Axes."""
-    if not diags:
-        raise UserError("diags is empty: pass prs.diagnostics.layer_diagnostics(model) rows "
-                        "{name, gate, attention_distance, positional_fraction}")
-    for row in diags:
-        _require(row, ("name", "gate", "attention_distance", "positional_fraction"), "diags")
-    ax = _new_axes(ax, figsize=(6.0, 3.5))
-    x = np.arange(len(diags))
-
-    def column(key):
-        return [math.nan if row[key] is None else float(row[key]) for row in diags]
-
-    # The gate and the positional fraction often coincide: a large circle on a solid line around a
-    # small square on a dashed one keeps both visible.
-    ax.plot(x, column("gate"), color="tab:blue", linestyle="-", marker="o", markersize=10, label="gate σ(λ)")
-    ax.plot(x, column("positional_fraction"), color="tab:orange", linestyle="--", marker="s", markersize=5,
-            label="positional fraction")
-    ax.set_ylim(0.0, 1.05)
-    ax.set_ylabel("fraction")
-    ax.set_xticks(x, [row["name"] for row in diags], rotation=60, ha="right")
-    distance_ax = ax.twinx()
-    distance_ax.plot(x, column("attention_distance"), color="tab:red", linestyle="-.", marker="^",
-                     label="attention distance")
-    distance_ax.set_ylabel("mean attention distance (px)")
-    distance_ax.set_ylim(bottom=0)
-    distance_ax.grid(False)
-    handles = ax.get_legend_handles_labels()[0] + distance_ax.get_legend_handles_labels()[0]
-    _legend(ax, handles)
-    return ax
-
-
 MECHANISM_PANELS = {
     "top1_gap": "collapse gap (top-1 points)",
     "gate": "mean gate g (1 = the convolution)",

@@ -222,20 +222,43 @@ def test_accuracy_vs_epoch_with_switch_events():
         plots.plot_accuracy_vs_epoch(histories, switch_events={"other": [1]})
 
 
-def test_gate_diagnostics_three_series():
-    diags = [
-        {"name": "layer3.0.conv1", "gate": 0.9, "attention_distance": 1.2, "positional_fraction": 0.8},
-        {"name": "layer3.0.conv2", "gate": 0.5, "attention_distance": 2.5, "positional_fraction": None},
-    ]
-    ax = plots.plot_gate_diagnostics(diags)
-    twin = [a for a in ax.figure.axes if a is not ax][0]
-    assert len(ax.get_lines()) == 2 and len(twin.get_lines()) == 1
-    assert np.isnan(ax.get_lines()[1].get_ydata()[1])
-    np.testing.assert_allclose(twin.get_lines()[0].get_ydata(), [1.2, 2.5])
-    assert legend_labels(ax) == ["gate σ(λ)", "positional fraction", "attention distance"]
-    render(ax.figure)
-    with pytest.raises(UserError, match="gate"):
-        plots.plot_gate_diagnostics([{"name": "x"}])
+def _mechanism_history():
+    """History rows of a run whose two layers switch after epoch 1 (no mechanism in row 1)."""
+    def layer(gate, distance, moved):
+        return {"gate": gate, "content_distance": distance, "qk_moved": moved}
+    return [{"epoch": 1},
+            {"epoch": 2, "collapse": {"top1_gap": 4.0, "logit_change": 0.1},
+             "mechanism": [layer(0.8, 2.0, 0.5), layer(0.6, 4.0, None)]},
+            {"epoch": 3, "collapse": {"top1_gap": 9.0, "logit_change": 0.3},
+             "mechanism": [layer(0.4, 3.0, 1.0), layer(0.2, 5.0, 2.0)]}]
+
+
+def test_mechanism_series_averages_the_switched_layers_from_the_switch_on():
+    from prs.diagnostics import mechanism_series
+
+    series = mechanism_series(_mechanism_history())
+    assert series["epoch"] == [2, 3] and series["top1_gap"] == [4.0, 9.0]
+    assert series["gate"] == pytest.approx([0.7, 0.3]) and series["content_distance"] == [3.0, 4.0]
+    assert series["qk_moved"] == [0.5, 1.5]  # a layer without a snapshot is left out of the mean
+    assert mechanism_series([{"epoch": 1}, {"epoch": 2}])["epoch"] == []  # a CNN: nothing to plot
+
+
+def test_mechanism_figure_has_a_panel_per_measure_and_a_line_per_run():
+    from prs.diagnostics import mechanism_series
+
+    series = {"prs": mechanism_series(_mechanism_history()), "never": mechanism_series([{"epoch": 1}])}
+    fig, axes = plots.panel_grid(4, ncols=2, panel=(4.2, 3.0))
+    plots.plot_mechanism_over_epochs(series, axes)
+    assert [ax.get_title() for ax in axes] == list(plots.MECHANISM_PANELS.values())
+    gap = [line for line in axes[0].get_lines() if line.get_label() == "prs"][0]
+    np.testing.assert_allclose(gap.get_xydata(), [[2, 4.0], [3, 9.0]])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["prs", "never"]
+    plots.add_provenance(fig, "caption")
+    render(fig)
+    legend, caption = fig.legends[0].get_window_extent(), fig.texts[0].get_window_extent()
+    assert legend.y0 > caption.y1, "the legend must not cover the provenance caption"
+    with pytest.raises(UserError, match="empty"):
+        plots.plot_mechanism_over_epochs({})
 
 
 # ---------------------------------------------------------------- provenance
@@ -263,21 +286,6 @@ def test_add_provenance_writes_text_below_the_axes(layout):
     caption_top = fig.texts[0].get_window_extent(renderer).y1
     axes_bottom = ax.get_tightbbox(renderer).y0  # includes tick labels and the x label
     assert caption_top <= axes_bottom + 1
-
-
-def test_gate_diagnostics_accepts_layer_diagnostics_rows():
-    import prs.models
-    from prs.diagnostics import layer_diagnostics
-    from prs.reparam import switch_to_attention, switchable_layers
-
-    model = prs.models.create("hybrid_tiny", num_classes=10)
-    switch_to_attention(model, switchable_layers(model)[:2])
-    rows = layer_diagnostics(model, inputs=torch.randn(1, 3, 32, 32))
-    ax = plots.plot_gate_diagnostics(rows)
-    assert [t.get_text() for t in ax.get_xticklabels()] == [r["name"] for r in rows]
-    gates = ax.get_lines()[0].get_ydata()
-    assert np.isfinite(gates[:2]).all() and np.isnan(gates[2:]).all()  # unswitched layers: gaps
-    render(ax.figure)
 
 
 def test_plots_does_not_import_experiments():
@@ -341,19 +349,11 @@ def test_identical_curves_stay_distinguishable():
     assert first.get_markevery() != second.get_markevery()
 
 
-def test_gate_and_positional_fraction_differ_in_style_when_equal():
-    diags = [{"name": f"l{i}", "gate": 0.99, "attention_distance": 1.0, "positional_fraction": 0.99} for i in range(3)]
-    ax = plots.plot_gate_diagnostics(diags)
-    gate, positional = ax.get_lines()
-    assert gate.get_linestyle() != positional.get_linestyle()
-    assert gate.get_markersize() > positional.get_markersize() and gate.get_marker() != positional.get_marker()
-
-
 def _overlaps(a, b) -> bool:
     return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
 
 
-@pytest.mark.parametrize("draw", ["ratio", "switch_epoch", "schedule", "epochs", "gates", "high_freq"])
+@pytest.mark.parametrize("draw", ["ratio", "switch_epoch", "schedule", "epochs", "high_freq"])
 def test_legends_sit_outside_the_data_and_clear_of_the_axis_labels(draw):
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
     if draw == "ratio":
@@ -368,9 +368,6 @@ def test_legends_sit_outside_the_data_and_clear_of_the_axis_labels(draw):
         plots.plot_switch_schedule({"layer3.0.conv1": 1, "layer4.0.conv2": None}, 3, ax=ax, label="prs")
     elif draw == "epochs":
         plots.plot_accuracy_vs_epoch({k: [{"epoch": 0, "test_top1": 1.0}] for k in "abcdef"}, ax=ax)
-    elif draw == "gates":
-        plots.plot_gate_diagnostics([{"name": "layer3.0.conv1", "gate": 0.5, "attention_distance": 1.0,
-                                      "positional_fraction": 0.5}], ax=ax)
     else:
         plots.plot_high_freq_vs_depth({"a": fake_curves(["embed", "attention", "mixed"]),
                                        "b": fake_curves(["conv", "downsample", "conv"])}, ax=ax)
